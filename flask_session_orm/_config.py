@@ -1,0 +1,339 @@
+"""Turn ``app.config`` into engine and sessionmaker arguments, validating all of it.
+
+Everything here is a pure function of the config mapping (plus the app's instance
+path), so it can be tested without an app and every error is raised by ``init_app``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import os
+import re
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+import sqlalchemy.pool as sa_pool
+
+PREFIX = "SESSION_ORM_"
+
+#: Every key this extension reads, with its default.
+DEFAULTS: dict[str, t.Any] = {
+    "SESSION_ORM_DATABASE_URL": None,
+    "SESSION_ORM_ENGINES": {},
+    "SESSION_ORM_ENGINE_OPTIONS": {},
+    "SESSION_ORM_BINDS": {},
+    "SESSION_ORM_EXPIRE_ON_COMMIT": True,
+    "SESSION_ORM_AUTOFLUSH": True,
+    "SESSION_ORM_SESSION_OPTIONS": {},
+    "SESSION_ORM_COMMIT_ON_SUCCESS": True,
+    "SESSION_ORM_ECHO": False,
+}
+
+# Session arguments the extension owns: routing and binding are done by the
+# extension's Session subclass, so letting a user set them would silently break it.
+_RESERVED_SESSION_OPTIONS = frozenset({"bind", "binds", "class_"})
+_SESSION_PARAMETERS = frozenset(inspect.signature(orm.Session.__init__).parameters) - {
+    "self"
+}
+
+# Matches the password part of a URL written inside any text, for error messages
+# that quote a driver's or SQLAlchemy's own words.
+_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """What is needed to create one engine."""
+
+    name: str
+    #: The config key it came from, for messages.
+    key: str
+    url: sa.URL
+    options: dict[str, t.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated configuration of one app."""
+
+    engines: dict[str, EngineConfig]
+    binds: dict[str, str]
+    session_options: dict[str, t.Any]
+    commit_on_success: bool
+
+
+def hide_password(text: str) -> str:
+    """Replace every URL password written in ``text`` with ``***``."""
+    return _PASSWORD_IN_TEXT.sub(r"\g<head>***", text)
+
+
+def render_url(url: sa.URL) -> str:
+    """Render a URL for a message, never with its password."""
+    return url.render_as_string(hide_password=True)
+
+
+def read_config(
+    config: t.Mapping[str, t.Any],
+    *,
+    instance_path: str,
+    engine_defaults: t.Mapping[str, t.Any] | None = None,
+    session_defaults: t.Mapping[str, t.Any] | None = None,
+) -> Config:
+    """Validate the ``SESSION_ORM_*`` keys of ``config`` and build a :class:`Config`.
+
+    :param config: The app's config.
+    :param instance_path: Where relative SQLite paths are placed.
+    :param engine_defaults: ``create_engine`` options given to the constructor.
+    :param session_defaults: ``sessionmaker`` options given to the constructor.
+    """
+    _check_unknown_keys(config)
+    echo = _get_bool(config, "SESSION_ORM_ECHO")
+    commit_on_success = _get_bool(config, "SESSION_ORM_COMMIT_ON_SUCCESS")
+    common = dict(_check_options("engine_options", engine_defaults or {}))
+    common.update(_get_dict(config, "SESSION_ORM_ENGINE_OPTIONS"))
+    engines = _read_engines(config, common, echo, instance_path)
+    binds = _read_binds(config, engines)
+    session_options = _read_session_options(config, session_defaults or {})
+    return Config(
+        engines=engines,
+        binds=binds,
+        session_options=session_options,
+        commit_on_success=commit_on_success,
+    )
+
+
+def _check_unknown_keys(config: t.Mapping[str, t.Any]) -> None:
+    for key in config:
+        if isinstance(key, str) and key.startswith(PREFIX) and key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(DEFAULTS))
+            raise KeyError(
+                f"Unknown config key {key!r}.{hint} The keys flask-session-orm"
+                f" reads are: {known}."
+            )
+
+
+def _describe(value: t.Any) -> str:
+    """Show a bad value in a message: its repr, with any URL password hidden."""
+    text = repr(value)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{hide_password(text)} (type {type(value).__name__})"
+
+
+def _get_bool(config: t.Mapping[str, t.Any], key: str) -> bool:
+    value = config.get(key, DEFAULTS[key])
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Config key {key!r} must be True or False, got {_describe(value)}."
+        )
+    return value
+
+
+def _get_dict(config: t.Mapping[str, t.Any], key: str) -> dict[str, t.Any]:
+    value = config.get(key, DEFAULTS[key])
+    if value is None:
+        return {}
+    return _check_options(key, value)
+
+
+def _check_options(what: str, value: t.Any) -> dict[str, t.Any]:
+    if not isinstance(value, t.Mapping):
+        raise TypeError(f"{_name(what)} must be a dict, got {_describe(value)}.")
+    for option in value:
+        if not isinstance(option, str):
+            raise TypeError(
+                f"{_name(what)} must have string keys, got {_describe(option)}."
+            )
+    return dict(value)
+
+
+def _name(what: str) -> str:
+    """Quote a config key, or name a constructor argument."""
+    if what.startswith(PREFIX):
+        return f"Config key {what!r}"
+    return f"The SessionORM argument {what!r}"
+
+
+def _parse_url(key: str, value: t.Any) -> sa.URL:
+    if isinstance(value, sa.URL):
+        return value
+    if isinstance(value, str):
+        try:
+            return sa.make_url(value)
+        except Exception:
+            # SQLAlchemy's message quotes the whole string, password included.
+            raise ValueError(
+                f"{_name(key)} is not a valid database URL: {hide_password(value)!r}."
+                " Expected 'dialect+driver://user:password@host/database'."
+            ) from None
+    raise TypeError(
+        f"{_name(key)} must be a URL string or a sqlalchemy URL, got"
+        f" {_describe(value)}."
+    )
+
+
+def _read_engines(
+    config: t.Mapping[str, t.Any],
+    common: dict[str, t.Any],
+    echo: bool,
+    instance_path: str,
+) -> dict[str, EngineConfig]:
+    raw = config.get("SESSION_ORM_ENGINES", DEFAULTS["SESSION_ORM_ENGINES"])
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, t.Mapping):
+        raise TypeError(
+            "Config key 'SESSION_ORM_ENGINES' must be a dict of engine name to URL,"
+            f" got {_describe(raw)}."
+        )
+    specs: dict[str, tuple[str, t.Any]] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "Config key 'SESSION_ORM_ENGINES' must have non-empty string engine"
+                f" names, got {_describe(name)}."
+            )
+        specs[name] = (f"SESSION_ORM_ENGINES[{name!r}]", value)
+    url = config.get("SESSION_ORM_DATABASE_URL")
+    if url is not None:
+        if "default" in specs:
+            raise ValueError(
+                "Both 'SESSION_ORM_DATABASE_URL' and 'SESSION_ORM_ENGINES[\"default\"]'"
+                " are set; they name the same engine. Set only one of them."
+            )
+        specs = {"default": ("SESSION_ORM_DATABASE_URL", url), **specs}
+    if not specs:
+        hint = ""
+        if "SQLALCHEMY_DATABASE_URI" in config:
+            hint = (
+                " 'SQLALCHEMY_DATABASE_URI' is set: that is Flask-SQLAlchemy's key;"
+                " this extension reads 'SESSION_ORM_DATABASE_URL'."
+            )
+        raise RuntimeError(
+            "No database is configured: set 'SESSION_ORM_DATABASE_URL' (or"
+            f" 'SESSION_ORM_ENGINES') in the app's config before calling"
+            f" 'init_app'.{hint}"
+        )
+    engines = {}
+    for name, (key, value) in specs.items():
+        options: dict[str, t.Any] = {}
+        if isinstance(value, t.Mapping):
+            options = _check_options(key, value)
+            if "url" not in options:
+                raise KeyError(
+                    f"Config key {key!r} is a dict without a 'url' entry: give the"
+                    " engine's URL as {'url': ..., **create_engine options}."
+                )
+            value = options.pop("url")
+        parsed = _parse_url(key, value)
+        merged = {**common, **options}
+        if echo:
+            merged.setdefault("echo", True)
+        parsed, merged = _apply_backend_defaults(key, parsed, merged, instance_path)
+        engines[name] = EngineConfig(name=name, key=key, url=parsed, options=merged)
+    return engines
+
+
+def is_sqlite_memory(url: sa.URL) -> bool:
+    """Whether ``url`` names a private in-memory SQLite database."""
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in database
+    )
+
+
+def _apply_backend_defaults(
+    key: str, url: sa.URL, options: dict[str, t.Any], instance_path: str
+) -> tuple[sa.URL, dict[str, t.Any]]:
+    try:
+        backend = url.get_backend_name()
+    except Exception:
+        raise ValueError(
+            f"{_name(key)} has no dialect: {render_url(url)!r}."
+        ) from None
+    if backend == "sqlite":
+        database = url.database or ""
+        if is_sqlite_memory(url):
+            # One connection for the engine's lifetime, shared by every thread:
+            # otherwise each connection would open its own, empty database.
+            if "poolclass" not in options and "pool" not in options:
+                options["poolclass"] = sa_pool.StaticPool
+                connect_args = dict(options.get("connect_args", {}))
+                connect_args.setdefault("check_same_thread", False)
+                options["connect_args"] = connect_args
+        elif not database.startswith("file:") and not os.path.isabs(database):
+            os.makedirs(instance_path, exist_ok=True)
+            url = url.set(database=os.path.join(instance_path, database))
+    else:
+        # A pooled connection may have been closed by the server (restart, idle
+        # timeout, failover); checking it at checkout turns that into a fresh
+        # connection instead of a failed request.
+        options.setdefault("pool_pre_ping", True)
+        if backend in ("mysql", "mariadb"):
+            # MySQL closes idle connections after 'wait_timeout' (8 hours).
+            options.setdefault("pool_recycle", 3600)
+    return url, options
+
+
+def _read_binds(
+    config: t.Mapping[str, t.Any], engines: t.Mapping[str, EngineConfig]
+) -> dict[str, str]:
+    binds = _get_dict(config, "SESSION_ORM_BINDS")
+    for target, engine in binds.items():
+        if not isinstance(engine, str):
+            raise TypeError(
+                f"Config key 'SESSION_ORM_BINDS' maps {target!r} to"
+                f" {_describe(engine)}; the value must be an engine name."
+            )
+        if ":" in target:
+            module, _, qualname = target.partition(":")
+            if not module or not qualname:
+                raise ValueError(
+                    f"Config key 'SESSION_ORM_BINDS' has the key {target!r}; a model"
+                    " is named 'package.module:ClassName', a table by its name."
+                )
+        if engine not in engines:
+            raise ValueError(
+                f"Config key 'SESSION_ORM_BINDS' binds {target!r} to the unknown"
+                f" engine {engine!r}. The engines that exist are:"
+                f" {', '.join(sorted(engines))}."
+            )
+    return binds
+
+
+def _read_session_options(
+    config: t.Mapping[str, t.Any], defaults: t.Mapping[str, t.Any]
+) -> dict[str, t.Any]:
+    options = dict(_check_options("session_options", defaults))
+    options.update(_get_dict(config, "SESSION_ORM_SESSION_OPTIONS"))
+    for name in ("EXPIRE_ON_COMMIT", "AUTOFLUSH"):
+        key = PREFIX + name
+        if key in config:
+            options[name.lower()] = _get_bool(config, key)
+        else:
+            options.setdefault(name.lower(), DEFAULTS[key])
+            if not isinstance(options[name.lower()], bool):
+                raise TypeError(
+                    f"Session option {name.lower()!r} must be True or False, got"
+                    f" {_describe(options[name.lower()])}."
+                )
+    for option in options:
+        if option in _RESERVED_SESSION_OPTIONS:
+            raise ValueError(
+                f"Config key 'SESSION_ORM_SESSION_OPTIONS' sets {option!r}, which"
+                " flask-session-orm manages itself: engines are chosen through"
+                " 'SESSION_ORM_ENGINES' and 'SESSION_ORM_BINDS'."
+            )
+        if option not in _SESSION_PARAMETERS:
+            close = difflib.get_close_matches(option, _SESSION_PARAMETERS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"Config key 'SESSION_ORM_SESSION_OPTIONS' has {option!r}, which is"
+                f" not an argument of sqlalchemy.orm.Session.{hint}"
+            )
+    return options

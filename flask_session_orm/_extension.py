@@ -1,0 +1,376 @@
+"""The SessionORM extension object and the state it keeps per app."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import types
+import typing as t
+import weakref
+
+import flask
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+
+from . import _cli
+from . import _scope
+from ._binds import DEFAULT
+from ._binds import Router
+from ._config import Config
+from ._config import EngineConfig
+from ._config import hide_password
+from ._config import read_config
+from ._config import render_url
+from ._isolation import Isolation
+from ._lifecycle import NO_AUTOCOMMIT
+from ._lifecycle import invalidate as _invalidate_session
+from ._session import Session
+from ._session import add_on_commit
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+# Every engine this extension created, so that a forked child (gunicorn or uWSGI
+# with preload, multiprocessing, Celery) drops the pooled connections it inherited
+# instead of sharing their sockets with the parent. dispose(close=False) leaves the
+# parent's connections alone and gives the child a fresh pool.
+_all_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _dispose_after_fork() -> None:
+    for engine in list(_all_engines):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_after_fork)
+
+
+class _AppState:
+    """What one :class:`SessionORM` keeps for one app, in ``app.extensions``."""
+
+    def __init__(self, db: SessionORM, app: flask.Flask, config: Config) -> None:
+        self.db = db
+        self.app = app
+        self.config = config
+        self.engines: dict[str, sa.Engine] = {
+            name: _create_engine(spec) for name, spec in config.engines.items()
+        }
+        self.engine_names: dict[sa.Engine, str] = {
+            engine: name for name, engine in self.engines.items()
+        }
+        self.router = Router(self.engines, config.binds)
+        self.isolation: Isolation | None = None
+        self.sessionmaker: orm.sessionmaker[Session] = orm.sessionmaker(
+            class_=Session, orm_state=self, **config.session_options
+        )
+
+    @property
+    def targets(self) -> t.Mapping[str, sa.Engine | sa.Connection]:
+        """Engines, or the isolation connections while a test isolates."""
+        if self.isolation is not None:
+            return self.isolation.connections
+        return self.engines
+
+
+def _create_engine(spec: EngineConfig) -> sa.Engine:
+    try:
+        engine = sa.create_engine(spec.url, **spec.options)
+    except Exception as e:
+        # The original error may quote the URL; show only the sanitized text.
+        raise ValueError(
+            f"Config key {spec.key!r} could not create the engine {spec.name!r} for"
+            f" {render_url(spec.url)!r}: {hide_password(f'{type(e).__name__}: {e}')}"
+        ) from None
+    sa.event.listen(engine, "handle_error", _note_disconnect)
+    _all_engines.add(engine)
+    return engine
+
+
+def _note_disconnect(context: sa.engine.ExceptionContext) -> None:
+    # SQLAlchemy invalidates the connection and its pool on a disconnect; the
+    # session that used it must then be invalidated too, not rolled back.
+    if context.is_disconnect:
+        scope = _scope.peek()
+        if scope is not None:
+            scope.disconnected = True
+
+
+class SessionORM:
+    """Give every request one SQLAlchemy session, committed when the request
+    succeeded and rolled back otherwise.
+
+    :param app: Call :meth:`init_app` on this app now.
+    :param engine_options: Default ``create_engine`` options for every engine;
+        ``SESSION_ORM_ENGINE_OPTIONS`` and per-engine options override them.
+    :param session_options: Default ``sessionmaker`` options;
+        ``SESSION_ORM_SESSION_OPTIONS`` and the dedicated keys override them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask | None = None,
+        *,
+        engine_options: t.Mapping[str, t.Any] | None = None,
+        session_options: t.Mapping[str, t.Any] | None = None,
+    ) -> None:
+        self._engine_options = dict(engine_options or {})
+        self._session_options = dict(session_options or {})
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> None:
+        """Read and validate the app's ``SESSION_ORM_*`` config, create its
+        engines (without connecting), and register the request hooks, the
+        ``db-shell`` command and the shell context.
+
+        The config is read once; changing it afterwards has no effect.
+
+        :raises RuntimeError: ``init_app`` was already called for this app.
+        """
+        if _scope.EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"'init_app' was already called for the Flask app {app.name!r}; a"
+                " SessionORM is registered on an app once."
+            )
+        config = read_config(
+            app.config,
+            instance_path=app.instance_path,
+            engine_defaults=self._engine_options,
+            session_defaults=self._session_options,
+        )
+        app.extensions[_scope.EXTENSION_KEY] = _AppState(self, app, config)
+        app.teardown_request(_scope.teardown_request)
+        app.teardown_appcontext(_scope.teardown_appcontext)
+        _cli.init_cli(app, self)
+
+    # -- sessions and engines ----------------------------------------------------
+
+    @property
+    def session(self) -> orm.Session:
+        """The session of the current request, or of the current app context
+        outside requests. Created on first use.
+        """
+        scope = _scope.get(self)
+        session = scope.session
+        if session is None:
+            session = scope.open()
+        return session
+
+    @property
+    def sessionmaker(self) -> orm.sessionmaker[Session]:
+        """The configured :class:`~sqlalchemy.orm.sessionmaker` of the current app,
+        for work outside requests (``with db.sessionmaker() as session: ...``).
+        Nothing is committed for sessions made with it: commit explicitly.
+        """
+        return _scope.app_state(self).sessionmaker
+
+    @property
+    def engines(self) -> t.Mapping[str, sa.Engine]:
+        """The current app's engines, by name."""
+        return types.MappingProxyType(_scope.app_state(self).engines)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The current app's ``"default"`` engine."""
+        return self.get_engine(DEFAULT)
+
+    def get_engine(self, name: str = DEFAULT) -> sa.Engine:
+        """The current app's engine called ``name``.
+
+        :raises KeyError: There is no such engine.
+        """
+        engines = _scope.app_state(self).engines
+        try:
+            return engines[name]
+        except KeyError:
+            raise KeyError(
+                f"No engine named {name!r}. The engines that exist are:"
+                f" {', '.join(sorted(engines))}."
+            ) from None
+
+    def create_all(self, target: t.Any) -> None:
+        """Create the tables of ``target`` (a declarative base or a
+        :class:`~sqlalchemy.MetaData`), each on the engine its model is bound to.
+        """
+        self._ddl(target, create=True)
+
+    def drop_all(self, target: t.Any) -> None:
+        """Drop the tables of ``target``, each on the engine its model is bound to."""
+        self._ddl(target, create=False)
+
+    def _ddl(self, target: t.Any, *, create: bool) -> None:
+        metadata = target if isinstance(target, sa.MetaData) else None
+        if metadata is None:
+            metadata = getattr(target, "metadata", None)
+        if not isinstance(metadata, sa.MetaData):
+            raise TypeError(
+                "create_all() and drop_all() take a declarative base or a MetaData,"
+                f" got {type(target).__name__!r}."
+            )
+        state = _scope.app_state(self)
+        groups: dict[str, list[sa.Table]] = {}
+        for table in metadata.sorted_tables:
+            groups.setdefault(state.router.for_table(table), []).append(table)
+        targets = state.targets
+        for name, tables in groups.items():
+            if create:
+                metadata.create_all(targets[name], tables=tables)
+            else:
+                metadata.drop_all(targets[name], tables=tables)
+
+    # -- hooks -------------------------------------------------------------------
+
+    def object_session(self, obj: object) -> orm.Session | None:
+        """The session that holds ``obj``, or None when it is transient or detached.
+
+        :raises TypeError: ``obj`` is not an instance of a mapped class.
+        """
+        return _instance_state(obj).session
+
+    def get_bind(self, obj: object) -> sa.Engine | sa.Connection:
+        """The engine (or connection) that ``obj`` talks to: a model instance (as
+        routed by the binds), a Session (its default engine), an Engine or a
+        Connection.
+
+        :raises TypeError: ``obj`` is none of these.
+        """
+        if isinstance(obj, (sa.Engine, sa.Connection)):
+            return obj
+        if isinstance(obj, orm.Session):
+            return obj.get_bind()
+        state = sa.inspect(obj, raiseerr=False)
+        if not isinstance(state, orm.InstanceState):
+            raise TypeError(
+                "get_bind() takes a model instance, a Session, an Engine or a"
+                f" Connection, got {type(obj).__name__!r}."
+            )
+        session = state.session
+        if session is not None:
+            return session.get_bind(mapper=state.mapper)
+        app_state = _scope.app_state(self)
+        return app_state.targets[app_state.router.for_mapper(state.mapper)]
+
+    def is_deleted(self, obj: object) -> bool:
+        """Whether ``obj`` is marked deleted in its session (flushed or not)."""
+        state = _instance_state(obj)
+        if state.deleted:
+            return True
+        session = state.session
+        return session is not None and obj in session.deleted
+
+    def has_changes(
+        self,
+        obj: object,
+        attrs: str | t.Iterable[str] | None = None,
+        exclude: str | t.Iterable[str] | None = None,
+    ) -> bool:
+        """Whether ``obj`` has unflushed changes to its attributes.
+
+        :param attrs: Only look at these attribute names (one name or several).
+        :param exclude: Look at every attribute but these.
+        :raises ValueError: A name is not an attribute of the model.
+        """
+        state = _instance_state(obj)
+        names = set(state.mapper.attrs.keys())
+        selected = names if attrs is None else _names("attrs", attrs, names, obj)
+        if exclude is not None:
+            selected = selected - _names("exclude", exclude, names, obj)
+        return any(state.attrs[name].history.has_changes() for name in selected)
+
+    def invalidate(self) -> None:
+        """Invalidate the current session: its connections are discarded instead
+        of returned to the pool, it is closed, and the end of the request neither
+        commits nor raises. Using :attr:`session` afterwards gives a new session.
+        """
+        scope = _scope.get(self)
+        scope.invalidated = True
+        session = scope.session
+        if session is not None:
+            # A later db.session in this scope creates a new session.
+            scope.session = None
+            _invalidate_session(scope, session)
+
+    def on_commit(
+        self, func: t.Callable[..., object], /, *args: t.Any, **kwargs: t.Any
+    ) -> None:
+        """Call ``func(*args, **kwargs)`` after the current session's transaction
+        commits. Dropped if it rolls back; registered inside a savepoint that is
+        rolled back, dropped with it. An exception in ``func`` is logged and
+        changes nothing else.
+        """
+        add_on_commit(self.session, func, args, kwargs)
+
+    def no_autocommit(self, view: F) -> F:
+        """Decorate a view so that its request is never committed automatically.
+
+        The view commits itself (``db.session.commit()``) what it wants to keep;
+        whatever is left uncommitted is rolled back at the end of the request.
+        Works above or below ``@app.route``.
+        """
+        setattr(view, NO_AUTOCOMMIT, True)
+        return view
+
+    def mark_for_rollback(self) -> None:
+        """Roll back the current request's session at its end, whatever the
+        response. Only in a request: outside requests nothing is committed anyway.
+
+        :raises RuntimeError: Called outside a request.
+        """
+        if not flask.has_request_context():
+            raise RuntimeError(
+                "'mark_for_rollback()' works inside a request only; outside requests"
+                " nothing is committed automatically."
+            )
+        _scope.get(self).rollback_only = True
+
+    # -- testing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def isolation(self, app: flask.Flask | None = None) -> t.Iterator[None]:
+        """Roll back, on exit, everything written through this extension inside
+        the block: by the code in it, by test-client requests and by views that
+        commit, on every engine of the app.
+
+        :param app: The app; default the current one. No context needs to be
+            pushed when it is given.
+        """
+        state = _scope.app_state(self, app)
+        if state.isolation is not None:
+            raise RuntimeError(
+                f"db.isolation() is already active for the Flask app"
+                f" {state.app.name!r}; it cannot be nested."
+            )
+        isolation = Isolation()
+        isolation.start(state.engines)
+        state.isolation = isolation
+        try:
+            yield
+        finally:
+            state.isolation = None
+            isolation.stop()
+
+
+def _instance_state(obj: object) -> orm.InstanceState[t.Any]:
+    state = sa.inspect(obj, raiseerr=False)
+    if not isinstance(state, orm.InstanceState):
+        raise TypeError(
+            f"Expected an instance of a mapped class, got {type(obj).__name__!r},"
+            " which is not mapped."
+        )
+    return state
+
+
+def _names(
+    argument: str, value: str | t.Iterable[str], known: set[str], obj: object
+) -> set[str]:
+    names = {value} if isinstance(value, str) else set(value)
+    unknown = names - known
+    if unknown:
+        raise ValueError(
+            f"Argument {argument!r} names {', '.join(sorted(unknown))!s}, not an"
+            f" attribute of {type(obj).__name__!r}."
+        )
+    return names
+

@@ -1,0 +1,119 @@
+"""The end of a request and of an app context: commit, roll back, close.
+
+The commit is decided in an ``after_this_request`` function registered when the
+request first uses its session, so it runs before the response is handed to the
+WSGI server, and a failed commit still becomes an error response. Teardown, which
+runs after the response is built, only rolls back and closes, and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import flask
+
+from . import signals
+from ._session import describe_discarded
+
+if t.TYPE_CHECKING:
+    import sqlalchemy.orm as orm
+
+    from ._scope import Scope
+
+logger = logging.getLogger("flask_session_orm")
+
+#: Attribute set on a view function by :meth:`.SessionORM.no_autocommit`.
+NO_AUTOCOMMIT = "_session_orm_no_autocommit"
+
+
+def _should_commit(scope: Scope, response: flask.Response) -> bool:
+    if (
+        response.status_code >= 400
+        or scope.rollback_only
+        or scope.invalidated
+        or not scope.state.config.commit_on_success
+    ):
+        return False
+    endpoint = flask.request.endpoint
+    if endpoint is None:
+        return True
+    view = scope.state.app.view_functions.get(endpoint)
+    return not getattr(view, NO_AUTOCOMMIT, False)
+
+
+def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
+    """Commit the request's session if the request succeeded, else roll back.
+
+    Runs at most once per request: Flask may process a response twice when the
+    first attempt raised.
+    """
+    if scope.finished:
+        return response
+    scope.finished = True
+    session = scope.session
+    if session is None:
+        return response
+    if not _should_commit(scope, response):
+        discard(scope, session)
+        return response
+    try:
+        session.commit()
+    except Exception as e:
+        discard(scope, session)
+        # Route the failure through the app's error handlers, as if the view had
+        # raised it: the client must not receive the success response for data
+        # that was not stored. With no handler this re-raises, and Flask turns
+        # it into a 500.
+        app = scope.state.app
+        return app.make_response(app.handle_user_exception(e))
+    return response
+
+
+def discard(scope: Scope, session: orm.Session) -> None:
+    """Roll back ``session`` (or invalidate it after a disconnect); never raises."""
+    if scope.disconnected:
+        invalidate(scope, session)
+        return
+    try:
+        session.rollback()
+    except Exception:
+        logger.exception("Rolling back the session failed; invalidating it.")
+        invalidate(scope, session)
+
+
+def invalidate(scope: Scope, session: orm.Session) -> None:
+    """Discard the session's connections and close it; never raises."""
+    scope.invalidated = True
+    try:
+        session.invalidate()
+    except Exception:
+        logger.exception("Invalidating the session failed.")
+    signals.session_invalidated.send(scope.state.app, session=session)
+
+
+def end_scope(scope: Scope) -> None:
+    """Roll back what is uncommitted and close the session; never raises."""
+    session = scope.session
+    scope.session = None
+    if session is None:
+        return
+    try:
+        if not scope.in_request:
+            discarded = describe_discarded(session)
+            if discarded is not None:
+                logger.warning(
+                    "Rolled back %s at the end of the app context: nothing is"
+                    " committed automatically outside a request. Call"
+                    " 'db.session.commit()' to keep changes.",
+                    discarded,
+                )
+        if session.in_transaction():
+            discard(scope, session)
+    except Exception:
+        logger.exception("Ending the database session failed.")
+    finally:
+        try:
+            session.close()
+        except Exception:
+            logger.exception("Closing the database session failed.")

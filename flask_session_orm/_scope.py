@@ -1,0 +1,135 @@
+"""Which session belongs to the current request or app context.
+
+Inside a request the session lives on the request object, not on ``g``: with Flask
+up to 3.1 a request reuses an app context that was pushed before it (pytest-flask
+pushes one for every test), so ``g`` and ``teardown_appcontext`` can span several
+requests. Outside requests it lives on the app context's ``g``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import flask
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+
+from . import _lifecycle
+from ._session import note_statement
+
+if t.TYPE_CHECKING:
+    from ._extension import SessionORM
+    from ._extension import _AppState
+
+KEY = "_session_orm"
+EXTENSION_KEY = "session_orm"
+
+
+class Scope:
+    """One request's or one app context's session and end-of-scope decisions."""
+
+    __slots__ = (
+        "disconnected",
+        "finished",
+        "hooked",
+        "in_request",
+        "invalidated",
+        "rollback_only",
+        "session",
+        "state",
+    )
+
+    def __init__(self, state: _AppState, in_request: bool) -> None:
+        self.state = state
+        self.in_request = in_request
+        self.session: orm.Session | None = None
+        #: The commit decision was taken (after_this_request ran).
+        self.finished = False
+        #: The end-of-request function is registered.
+        self.hooked = False
+        #: db.invalidate() was called: never commit this scope automatically.
+        self.invalidated = False
+        #: db.mark_for_rollback() was called.
+        self.rollback_only = False
+        #: A disconnect error was seen: discard connections instead of rolling back.
+        self.disconnected = False
+
+    def open(self) -> orm.Session:
+        """Create this scope's session."""
+        session = self.state.sessionmaker()
+        if not self.in_request:
+            # Lets the app-context teardown say what it discards; request
+            # sessions do not pay for it.
+            sa.event.listen(session, "do_orm_execute", note_statement)
+        self.session = session
+        if self.in_request and not self.hooked:
+            self.hooked = True
+            flask.after_this_request(self.after_request)
+        return session
+
+    def after_request(self, response: flask.Response) -> flask.Response:
+        """Take the commit decision for this request."""
+        return _lifecycle.finish_request(self, response)
+
+
+def _holder() -> tuple[dict[str, t.Any], bool]:
+    if flask.has_request_context():
+        return flask.request._get_current_object().__dict__, True
+    if flask.has_app_context():
+        return flask.g._get_current_object().__dict__, False
+    raise RuntimeError(
+        "Working outside of application context: the database session belongs to"
+        " a request or an app context. Use it in a view, a CLI command, or inside"
+        " 'with app.app_context():'."
+    )
+
+
+def app_state(db: SessionORM, app: flask.Flask | None = None) -> _AppState:
+    """The state ``db`` keeps for ``app`` (default: the current app)."""
+    if app is None:
+        if not flask.has_app_context():
+            raise RuntimeError(
+                "Working outside of application context: pass the app, or use this"
+                " inside a request, a CLI command or 'with app.app_context():'."
+            )
+        app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    state: _AppState | None = app.extensions.get(EXTENSION_KEY)
+    if state is None or state.db is not db:
+        raise RuntimeError(
+            f"The Flask app {app.name!r} is not registered with this SessionORM"
+            " instance. Did you forget to call 'db.init_app(app)'?"
+        )
+    return state
+
+
+def get(db: SessionORM) -> Scope:
+    """The current scope of ``db``, created if needed."""
+    holder, in_request = _holder()
+    scope: Scope | None = holder.get(KEY)
+    if scope is None or scope.state.db is not db:
+        scope = Scope(app_state(db), in_request)
+        holder[KEY] = scope
+    return scope
+
+
+def peek() -> Scope | None:
+    """The current scope if one exists; never creates one, never raises."""
+    if flask.has_request_context():
+        return flask.request._get_current_object().__dict__.get(KEY)  # type: ignore[no-any-return]
+    if flask.has_app_context():
+        return flask.g._get_current_object().__dict__.get(KEY)  # type: ignore[no-any-return]
+    return None
+
+
+def teardown_request(exc: BaseException | None) -> None:
+    """End the request's scope: roll back what was not committed, close."""
+    scope = flask.request._get_current_object().__dict__.pop(KEY, None)
+    if scope is not None:
+        _lifecycle.end_scope(scope)
+
+
+def teardown_appcontext(exc: BaseException | None) -> None:
+    """End the app context's scope: roll back (with a warning) and close."""
+    scope = flask.g._get_current_object().__dict__.pop(KEY, None)
+    if scope is not None:
+        _lifecycle.end_scope(scope)

@@ -1,0 +1,180 @@
+"""The Session subclass: engine routing, after-commit callbacks and signals."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+
+from . import signals
+
+if t.TYPE_CHECKING:
+    from ._extension import _AppState
+
+logger = logging.getLogger("flask_session_orm")
+
+# Keys in Session.info. The callbacks list holds (transaction, func, args, kwargs);
+# transaction is the innermost transaction at registration, or None when the
+# session had not begun one yet (the callback then belongs to the root).
+_CALLBACKS = "_session_orm_on_commit"
+_COMMITTED = "_session_orm_committed"
+_WRITES = "_session_orm_writes"
+
+Bind = t.Union[sa.Engine, sa.Connection]
+
+
+class Session(orm.Session):
+    """The :class:`sqlalchemy.orm.Session` used by :class:`.SessionORM`.
+
+    It routes every model, table and statement to the engine configured for it,
+    runs :meth:`.SessionORM.on_commit` callbacks and sends the lifecycle signals.
+    Create sessions with :attr:`.SessionORM.sessionmaker`, not directly.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, *, orm_state: _AppState, **kwargs: t.Any) -> None:
+        isolation = orm_state.isolation
+        if isolation is not None:
+            # Join the outer transaction of db.isolation() and turn this session's
+            # own commits and rollbacks into savepoint releases and rollbacks.
+            kwargs.setdefault("join_transaction_mode", "create_savepoint")
+            self._orm_targets: t.Mapping[str, Bind] = isolation.connections
+        else:
+            self._orm_targets = orm_state.engines
+        super().__init__(**kwargs)
+        if isolation is not None:
+            isolation.sessions.add(self)
+        self._orm_state = orm_state
+        signals.session_created.send(orm_state.app, session=self)
+
+    def get_bind(
+        self,
+        mapper: t.Any = None,
+        *,
+        clause: sa.ClauseElement | None = None,
+        bind: Bind | None = None,
+        **kwargs: t.Any,
+    ) -> Bind:
+        """Return the engine (or, inside :meth:`.SessionORM.isolation`, the
+        connection) for a mapper, a Core statement or an explicit ``bind``.
+        """
+        state = self._orm_state
+        if bind is not None:
+            # An engine of this app given explicitly still goes through the
+            # isolation connection while a test isolates the database.
+            name = state.engine_names.get(bind)  # type: ignore[call-overload]
+            return bind if name is None else self._orm_targets[name]
+        if mapper is not None:
+            return self._orm_targets[state.router.for_mapper(mapper)]
+        if clause is not None:
+            return self._orm_targets[state.router.for_clause(clause)]
+        return self._orm_targets["default"]
+
+    def close(self) -> None:
+        super().close()
+        self.info.pop(_CALLBACKS, None)
+
+    def invalidate(self) -> None:
+        super().invalidate()
+        self.info.pop(_CALLBACKS, None)
+
+
+def add_on_commit(
+    session: orm.Session,
+    func: t.Callable[..., object],
+    args: tuple[t.Any, ...],
+    kwargs: dict[str, t.Any],
+) -> None:
+    """Register ``func`` to run after ``session``'s current transaction commits."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_CALLBACKS, []).append((transaction, func, args, kwargs))
+
+
+def _within(transaction: orm.SessionTransaction | None, ancestor: t.Any) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _after_commit(session: orm.Session) -> None:
+    # after_commit also fires when a savepoint is released; only the root
+    # transaction's commit makes anything durable.
+    if session.get_nested_transaction() is None:
+        transaction = session.get_transaction()
+        if transaction is not None and transaction.parent is None:
+            session.info[_COMMITTED] = True
+
+
+@sa.event.listens_for(Session, "after_flush")
+def _after_flush(session: orm.Session, flush_context: t.Any) -> None:
+    session.info[_WRITES] = True
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(
+    session: orm.Session, previous_transaction: orm.SessionTransaction
+) -> None:
+    if previous_transaction.parent is None:
+        app = t.cast(Session, session)._orm_state.app
+        signals.session_rolled_back.send(app, session=session)
+    elif previous_transaction.nested:
+        callbacks = session.info.get(_CALLBACKS)
+        if callbacks:
+            callbacks[:] = [
+                entry
+                for entry in callbacks
+                if not _within(entry[0], previous_transaction)
+            ]
+
+
+@sa.event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(
+    session: orm.Session, transaction: orm.SessionTransaction
+) -> None:
+    if transaction.parent is not None:
+        return
+    info = session.info
+    info.pop(_WRITES, None)
+    callbacks = info.pop(_CALLBACKS, None)
+    if not info.pop(_COMMITTED, False):
+        return
+    app = t.cast(Session, session)._orm_state.app
+    signals.session_committed.send(app, session=session)
+    # The root transaction is closed at this point, so a callback that uses the
+    # session starts a new transaction instead of failing in a committed one.
+    for _transaction, func, args, kwargs in callbacks or ():
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            # The data is committed; a failing callback must neither undo that
+            # nor stop the callbacks after it.
+            logger.exception("An on_commit callback %r raised an exception.", func)
+
+
+def note_statement(execute_state: orm.ORMExecuteState) -> None:
+    """Remember that a session outside a request ran a statement that may write."""
+    if not execute_state.is_select:
+        execute_state.session.info[_WRITES] = True
+
+
+def describe_discarded(session: orm.Session) -> str | None:
+    """Say what rolling back ``session`` would discard, or None if nothing."""
+    new, dirty, deleted = len(session.new), len(session.dirty), len(session.deleted)
+    writes = session.info.get(_WRITES, False)
+    if not (new or dirty or deleted or writes):
+        return None
+    parts = []
+    if new or dirty or deleted:
+        parts.append(
+            f"{new} new, {dirty} modified and {deleted} deleted object(s) not yet"
+            " flushed"
+        )
+    if writes:
+        parts.append("the writes already flushed or executed in the open transaction")
+    return " and ".join(parts)
