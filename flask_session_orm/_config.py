@@ -253,9 +253,7 @@ def _apply_backend_defaults(
     try:
         backend = url.get_backend_name()
     except Exception:
-        raise ValueError(
-            f"{_name(key)} has no dialect: {render_url(url)!r}."
-        ) from None
+        raise ValueError(f"{_name(key)} has no dialect: {render_url(url)!r}.") from None
     if backend == "sqlite":
         database = url.database or ""
         if is_sqlite_memory(url):

@@ -373,4 +373,3 @@ def _names(
             f" attribute of {type(obj).__name__!r}."
         )
     return names
-

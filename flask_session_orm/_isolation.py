@@ -19,8 +19,6 @@ import sqlalchemy as sa
 if t.TYPE_CHECKING:
     import sqlalchemy.orm as orm
 
-    from ._extension import _AppState
-
 
 class Isolation:
     """The connections and transactions of one active :meth:`.SessionORM.isolation`."""

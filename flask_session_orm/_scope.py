@@ -72,11 +72,21 @@ class Scope:
         return _lifecycle.finish_request(self, response)
 
 
+def _request_dict() -> dict[str, t.Any]:
+    """The current request object's attributes (not the proxy's)."""
+    return t.cast(t.Any, flask.request)._get_current_object().__dict__  # type: ignore[no-any-return]
+
+
+def _g_dict() -> dict[str, t.Any]:
+    """The current app context's ``g`` attributes (not the proxy's)."""
+    return t.cast(t.Any, flask.g)._get_current_object().__dict__  # type: ignore[no-any-return]
+
+
 def _holder() -> tuple[dict[str, t.Any], bool]:
     if flask.has_request_context():
-        return flask.request._get_current_object().__dict__, True
+        return _request_dict(), True
     if flask.has_app_context():
-        return flask.g._get_current_object().__dict__, False
+        return _g_dict(), False
     raise RuntimeError(
         "Working outside of application context: the database session belongs to"
         " a request or an app context. Use it in a view, a CLI command, or inside"
@@ -92,7 +102,7 @@ def app_state(db: SessionORM, app: flask.Flask | None = None) -> _AppState:
                 "Working outside of application context: pass the app, or use this"
                 " inside a request, a CLI command or 'with app.app_context():'."
             )
-        app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+        app = t.cast(t.Any, flask.current_app)._get_current_object()
     state: _AppState | None = app.extensions.get(EXTENSION_KEY)
     if state is None or state.db is not db:
         raise RuntimeError(
@@ -115,21 +125,21 @@ def get(db: SessionORM) -> Scope:
 def peek() -> Scope | None:
     """The current scope if one exists; never creates one, never raises."""
     if flask.has_request_context():
-        return flask.request._get_current_object().__dict__.get(KEY)  # type: ignore[no-any-return]
+        return _request_dict().get(KEY)
     if flask.has_app_context():
-        return flask.g._get_current_object().__dict__.get(KEY)  # type: ignore[no-any-return]
+        return _g_dict().get(KEY)
     return None
 
 
 def teardown_request(exc: BaseException | None) -> None:
     """End the request's scope: roll back what was not committed, close."""
-    scope = flask.request._get_current_object().__dict__.pop(KEY, None)
+    scope = _request_dict().pop(KEY, None)
     if scope is not None:
         _lifecycle.end_scope(scope)
 
 
 def teardown_appcontext(exc: BaseException | None) -> None:
     """End the app context's scope: roll back (with a warning) and close."""
-    scope = flask.g._get_current_object().__dict__.pop(KEY, None)
+    scope = _g_dict().pop(KEY, None)
     if scope is not None:
         _lifecycle.end_scope(scope)

@@ -22,7 +22,7 @@ _CALLBACKS = "_session_orm_on_commit"
 _COMMITTED = "_session_orm_committed"
 _WRITES = "_session_orm_writes"
 
-Bind = t.Union[sa.Engine, sa.Connection]
+Bind: t.TypeAlias = "sa.Engine | sa.Connection"
 
 
 class Session(orm.Session):
@@ -65,7 +65,7 @@ class Session(orm.Session):
         if bind is not None:
             # An engine of this app given explicitly still goes through the
             # isolation connection while a test isolates the database.
-            name = state.engine_names.get(bind)  # type: ignore[call-overload]
+            name = state.engine_names.get(bind) if isinstance(bind, sa.Engine) else None
             return bind if name is None else self._orm_targets[name]
         if mapper is not None:
             return self._orm_targets[state.router.for_mapper(mapper)]
