@@ -44,6 +44,16 @@ _SESSION_PARAMETERS = frozenset(inspect.signature(orm.Session.__init__).paramete
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
 
 
+class ConfigKeyError(KeyError):
+    """A KeyError whose message prints as written, not as a quoted repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_ANY_PASSWORD = re.compile(r":[^@]*@")
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     """What is needed to create one engine."""
@@ -111,7 +121,7 @@ def _check_unknown_keys(config: t.Mapping[str, t.Any]) -> None:
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             known = ", ".join(sorted(DEFAULTS))
-            raise KeyError(
+            raise ConfigKeyError(
                 f"Unknown config key {key!r}.{hint} The keys flask-session-orm"
                 f" reads are: {known}."
             )
@@ -167,8 +177,11 @@ def _parse_url(key: str, value: t.Any) -> sa.URL:
             return sa.make_url(value)
         except Exception:
             # SQLAlchemy's message quotes the whole string, password included.
+            # Not parseable, so where the password is cannot be known: mask
+            # anything that looks like ':secret@'.
+            shown = _ANY_PASSWORD.sub(":***@", value)
             raise ValueError(
-                f"{_name(key)} is not a valid database URL: {hide_password(value)!r}."
+                f"{_name(key)} is not a valid database URL: {shown!r}."
                 " Expected 'dialect+driver://user:password@host/database'."
             ) from None
     raise TypeError(
@@ -225,7 +238,7 @@ def _read_engines(
         if isinstance(value, t.Mapping):
             options = _check_options(key, value)
             if "url" not in options:
-                raise KeyError(
+                raise ValueError(
                     f"Config key {key!r} is a dict without a 'url' entry: give the"
                     " engine's URL as {'url': ..., **create_engine options}."
                 )

@@ -17,6 +17,7 @@ from . import _scope
 from ._binds import DEFAULT
 from ._binds import Router
 from ._config import Config
+from ._config import ConfigKeyError
 from ._config import EngineConfig
 from ._config import hide_password
 from ._config import read_config
@@ -115,8 +116,9 @@ class SessionORM:
         engine_options: t.Mapping[str, t.Any] | None = None,
         session_options: t.Mapping[str, t.Any] | None = None,
     ) -> None:
-        self._engine_options = dict(engine_options or {})
-        self._session_options = dict(session_options or {})
+        # Validated by init_app, with the app's config, so errors name the key.
+        self._engine_options = engine_options
+        self._session_options = session_options
         if app is not None:
             self.init_app(app)
 
@@ -185,7 +187,7 @@ class SessionORM:
         try:
             return engines[name]
         except KeyError:
-            raise KeyError(
+            raise ConfigKeyError(
                 f"No engine named {name!r}. The engines that exist are:"
                 f" {', '.join(sorted(engines))}."
             ) from None
