@@ -44,7 +44,7 @@ def test_defaults(tmp_path: t.Any) -> None:
 
 
 def test_session_options(tmp_path: t.Any) -> None:
-    """Dedicated keys, SESSION_OPTIONS and constructor defaults reach the sessionmaker."""
+    """Dedicated keys, SESSION_OPTIONS and constructor defaults reach sessions."""
     app = make_app(
         tmp_path,
         SESSION_ORM_DATABASE_URL="sqlite://",
