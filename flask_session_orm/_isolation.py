@@ -68,6 +68,13 @@ def _sqlite_transactions(connection: sa.Connection) -> t.Iterator[None]:
     """
     dbapi_connection = connection.connection.dbapi_connection
     previous = dbapi_connection.isolation_level  # type: ignore[union-attr]
+    if previous is None:
+        # The app already turned the driver's handling off and emits its own
+        # BEGIN (SQLAlchemy's documented recipe for SQLite savepoints): a
+        # second BEGIN would fail with "cannot start a transaction within a
+        # transaction".
+        yield
+        return
     dbapi_connection.isolation_level = None  # type: ignore[union-attr]
 
     def begin(conn: sa.Connection) -> None:
