@@ -1,25 +1,567 @@
-"""The ``flask db-shell`` command and the ``flask shell`` context."""
+"""The ``flask db-shell`` command and the ``flask shell`` context.
+
+``db-shell`` starts the database's own client with the settings the engine itself
+connects with: they are read from what the engine's dialect hands to the driver
+(``create_connect_args``) plus the engine's ``connect_args``, so a URL, its query
+string and the driver's own spelling of a setting (``db`` or ``database``,
+``unix_socket``, ``ssl_ca``...) mean the same thing in the app and in the client.
+The password is given to the client through its environment, never its arguments.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime
+import decimal
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
 import typing as t
+import unicodedata
 
+import click
 import flask
 import sqlalchemy as sa
+from flask.cli import with_appcontext
 from sqlalchemy.orm import mapperlib
+
+from . import _scope
+from ._binds import DEFAULT
+from ._config import hide_password
+from ._config import is_sqlite_memory
+from ._config import render_url
 
 if t.TYPE_CHECKING:
     from ._extension import SessionORM
+    from ._extension import _AppState
+
+
+@dataclasses.dataclass
+class ClientCommand:
+    """A client program to start: its arguments, and variables for its environment."""
+
+    argv: list[str]
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """What the engine's dialect would pass to the driver's ``connect()``."""
+
+    args: list[t.Any]
+    params: dict[str, t.Any]
+    driver: str
+
+
+# libpq keywords (as psycopg and psycopg2 take them) and the environment variables
+# psql reads them from. The environment keeps secrets off the command line and lets
+# arguments given after "--" override anything set here.
+_LIBPQ_ENVIRONMENT = {
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "hostaddr": "PGHOSTADDR",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "client_encoding": "PGCLIENTENCODING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "channel_binding": "PGCHANNELBINDING",
+    "require_auth": "PGREQUIREAUTH",
+    "requirepeer": "PGREQUIREPEER",
+    "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "sslcertmode": "PGSSLCERTMODE",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+}
+
+# These drivers always connect over TCP unless given a socket, while the client
+# would use the local socket for "localhost", where another account may apply.
+_MYSQL_TCP_DRIVERS = frozenset({"pymysql", "mysqlconnector", "aiomysql", "asyncmy"})
+# The client reads these only as its very first arguments.
+_MYSQL_FIRST_OPTIONS = (
+    "--no-defaults",
+    "--print-defaults",
+    "--defaults-file=",
+    "--defaults-extra-file=",
+    "--defaults-group-suffix=",
+)
+_MARIADB_TLS_MODES = {
+    "DISABLED": ["--skip-ssl"],
+    "REQUIRED": ["--ssl"],
+    # MariaDB's client checks the certificate and the host name together.
+    "VERIFY_CA": ["--ssl", "--ssl-verify-server-cert"],
+    "VERIFY_IDENTITY": ["--ssl", "--ssl-verify-server-cert"],
+}
+
+
+def _text(value: t.Any) -> str | None:
+    """A setting as command-line text, or None for what a client cannot take."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (str, int)):
+        return str(value)
+    return None
+
+
+def _truthy(value: t.Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def postgresql_command(
+    program: str, target: _Target, extra: list[str]
+) -> ClientCommand:
+    """The ``psql`` command for a PostgreSQL engine."""
+    params = dict(target.params)
+    # pg8000 spells the database and the socket differently from libpq.
+    if "database" in params:
+        params.setdefault("dbname", params.pop("database"))
+    socket = _text(params.pop("unix_sock", None))
+    if socket:
+        directory, name = os.path.split(socket)
+        params["host"] = directory or socket
+        if name.startswith(".s.PGSQL."):
+            params["port"] = name.removeprefix(".s.PGSQL.")
+    argv = [program]
+    for key, flag in (("host", "-h"), ("port", "-p"), ("user", "-U")):
+        value = _text(params.get(key))
+        if value:
+            argv += [flag, value]
+    # psql takes its options before the database name.
+    argv += extra
+    dbname = _text(params.get("dbname"))
+    if dbname:
+        argv.append(dbname)
+    env = {}
+    for key, variable in _LIBPQ_ENVIRONMENT.items():
+        value = _text(params.get(key))
+        if value is not None:
+            env[variable] = value
+    return ClientCommand(argv, env)
+
+
+def mysql_command(program: str, target: _Target, extra: list[str]) -> ClientCommand:
+    """The ``mariadb`` (or ``mysql``) command for a MariaDB or MySQL engine."""
+    params = target.params
+    first = [arg for arg in extra if arg.startswith(_MYSQL_FIRST_OPTIONS)]
+    rest = [arg for arg in extra if not arg.startswith(_MYSQL_FIRST_OPTIONS)]
+    argv = [program, *first]
+    defaults_file = _text(params.get("read_default_file"))
+    if defaults_file and not first:
+        argv.append(f"--defaults-extra-file={defaults_file}")
+    socket = _text(params.get("unix_socket"))
+    for key, option in (
+        ("user", "--user"),
+        ("host", "--host"),
+        ("port", "--port"),
+        ("unix_socket", "--socket"),
+        ("charset", "--default-character-set"),
+    ):
+        value = _text(params.get(key))
+        if value:
+            argv.append(f"{option}={value}")
+    if target.driver in _MYSQL_TCP_DRIVERS and not socket:
+        argv.append("--protocol=TCP")
+    argv += _mysql_tls_options(program, params)
+    argv += rest
+    database = _text(params.get("database", params.get("db")))
+    if database:
+        argv.append(database)
+    password = _text(params.get("password", params.get("passwd")))
+    return ClientCommand(argv, {"MYSQL_PWD": password} if password else {})
+
+
+def _mysql_tls_options(program: str, params: t.Mapping[str, t.Any]) -> list[str]:
+    # PyMySQL and mysqlclient get an "ssl" dict from SQLAlchemy; mysql-connector and
+    # MariaDB Connector/Python take flat "ssl_*" arguments.
+    ssl = params.get("ssl")
+    ssl = ssl if isinstance(ssl, t.Mapping) else {}
+    options = []
+    for name in ("ca", "capath", "cert", "key", "cipher", "crl", "crlpath"):
+        value = _text(ssl.get(name, params.get(f"ssl_{name}")))
+        if value:
+            options.append(f"--ssl-{name}={value}")
+    mode = _text(params.get("ssl_mode"))
+    mode = mode.upper() if mode else None
+    if _truthy(ssl.get("check_hostname")) or _truthy(params.get("ssl_verify_identity")):
+        mode = "VERIFY_IDENTITY"
+    elif _truthy(params.get("ssl_verify_cert")) and mode != "VERIFY_IDENTITY":
+        mode = "VERIFY_CA"
+    elif _truthy(params.get("ssl_disabled")):
+        mode = "DISABLED"
+    elif mode is None and (ssl or params.get("ssl") is True):
+        mode = "REQUIRED"
+    if mode is None:
+        return options
+    if _is_mariadb_client(program):
+        return options + _MARIADB_TLS_MODES.get(mode, [])
+    return [*options, f"--ssl-mode={mode}"]
+
+
+def _is_mariadb_client(program: str) -> bool:
+    """Whether ``program`` is MariaDB's client, which spells TLS modes differently."""
+    if os.path.basename(os.path.realpath(program)).startswith("mariadb"):
+        return True
+    try:
+        version = subprocess.run(
+            [program, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "mariadb" in version.lower()
+
+
+def sqlite_command(program: str, target: _Target, extra: list[str]) -> ClientCommand:
+    """The ``sqlite3`` command for a SQLite engine."""
+    # sqlite3 reads the SQL to run as the argument after the file name, and takes
+    # options anywhere, so extra arguments go last.
+    return ClientCommand([program, str(target.args[0]), *extra])
+
+
+_Builder = t.Callable[[str, _Target, list[str]], ClientCommand]
+
+# backend name -> (kind of database, programs by preference, Debian package, builder)
+_CLIENTS: dict[str, tuple[str, tuple[str, ...], str, _Builder]] = {
+    "postgresql": ("PostgreSQL", ("psql",), "postgresql-client", postgresql_command),
+    "mysql": ("MariaDB/MySQL", ("mariadb", "mysql"), "mariadb-client", mysql_command),
+    "mariadb": ("MariaDB/MySQL", ("mariadb", "mysql"), "mariadb-client", mysql_command),
+    "sqlite": ("SQLite", ("sqlite3",), "sqlite3", sqlite_command),
+}
+
+
+def client_command(
+    state: _AppState, name: str, extra: t.Sequence[str] = ()
+) -> ClientCommand:
+    """The client command for the engine ``name`` of an app.
+
+    :raises click.ClickException: No client is known for the engine, it cannot be
+        reached by another program, or its program is not installed.
+    """
+    engine = state.engines[name]
+    url = engine.url
+    backend = url.get_backend_name()
+    bind_option = "" if name == DEFAULT else f" --bind {name}"
+    hint = f'run one statement without it: flask db-shell{bind_option} -c "SQL".'
+    if backend not in _CLIENTS:
+        raise click.ClickException(
+            f"flask db-shell knows no client program for the {backend!r} engine"
+            f" {name!r} ({render_url(url)}); {hint}"
+        )
+    kind, programs, package, build = _CLIENTS[backend]
+    if is_sqlite_memory(url):
+        raise click.ClickException(
+            f"The engine {name!r} is an in-memory SQLite database, which exists only"
+            " inside the app's process: no client program can open it. Configure a"
+            " database file to use flask db-shell."
+        )
+    program = next(filter(None, map(shutil.which, programs)), None)
+    if program is None:
+        names = " or ".join(repr(program) for program in programs)
+        raise click.ClickException(
+            f"The {kind} client program {names} was not found on PATH. Install it"
+            f" (Debian/Ubuntu: 'apt install {package}'), or {hint}"
+        )
+    args, params = engine.dialect.create_connect_args(url)
+    options = state.config.engines[name].options
+    params = {**params, **options.get("connect_args", {})}
+    return build(program, _Target(list(args), params, url.get_driver_name()), [*extra])
+
+
+def run_client(command: ClientCommand) -> int:
+    """Run the client in the foreground and return its exit status."""
+    env = {**os.environ, **command.env}
+    previous: t.Any = None
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C reaches the whole foreground process group: the client handles
+        # it (psql cancels the running query), the parent must not die of it. A
+        # Python handler, unlike SIG_IGN, is reset to the default in the child.
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _ignore_signal)
+    try:
+        try:
+            process = subprocess.Popen(command.argv, env=env)
+        except OSError as e:
+            raise click.ClickException(
+                f"Could not start {command.argv[0]!r}: {e.strerror or e}."
+            ) from None
+        status = process.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    # A client killed by a signal exits as a shell reports it: 128 + the signal.
+    return 128 - status if status < 0 else status
+
+
+def _ignore_signal(signum: int, frame: t.Any) -> None:
+    """Let the client alone react to Ctrl-C."""
+
+
+# -- flask db-shell -c "SQL" -----------------------------------------------------
+
+
+def execute(state: _AppState, name: str, sql: str) -> tuple[list[str] | None, t.Any]:
+    """Run ``sql`` on the engine ``name`` in a transaction committed on success.
+
+    :return: ``(columns, rows)`` for a statement that returns rows, else
+        ``(None, rowcount)``.
+    :raises click.ClickException: The statement failed; a one-line message.
+    """
+    url = state.engines[name].url
+    try:
+        with contextlib.ExitStack() as stack:
+            target = state.targets[name]
+            if isinstance(target, sa.Connection):
+                # db.isolation() is active (a test): stay inside its transaction.
+                connection = target
+                stack.enter_context(connection.begin_nested())
+            else:
+                connection = stack.enter_context(target.connect())
+                stack.enter_context(connection.begin())
+            # Sent as written: no bind parameters, so ":name" and "%" are plain text.
+            result = connection.exec_driver_sql(
+                sql, execution_options={"no_parameters": True}
+            )
+            if result.returns_rows:
+                outcome: tuple[list[str] | None, t.Any] = (
+                    list(result.keys()),
+                    [tuple(row) for row in result],
+                )
+            else:
+                outcome = (None, result.rowcount)
+    except Exception as e:
+        raise click.ClickException(describe_error(e, url)) from None
+    return outcome
+
+
+def describe_error(error: BaseException, url: sa.URL) -> str:
+    """One line about a failed statement: the driver's own words, no password."""
+    # A DBAPIError wraps the driver's exception, whose message is the useful part.
+    original = getattr(error, "orig", None)
+    source = original if isinstance(original, BaseException) else error
+    args = source.args
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        # MySQL drivers carry (error code, message).
+        text = f"{args[1]} (error {args[0]})"
+    else:
+        text = str(source)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    message = hide_password(f"{type(source).__name__}: {line}".rstrip(": "))
+    password = url.password
+    if password:
+        message = message.replace(str(password), "***")
+    return message
+
+
+def _cell(value: t.Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    text = str(value)
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def _is_number(value: t.Any) -> bool:
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(
+        value, bool
+    )
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide characters take two."""
+    return sum(
+        0
+        if unicodedata.combining(char)
+        else 2
+        if unicodedata.east_asian_width(char) in "WF"
+        else 1
+        for char in text
+    )
+
+
+def _pad(text: str, width: int, align: str) -> str:
+    fill = width - _width(text)
+    if align == "right":
+        return " " * fill + text
+    if align == "center":
+        return " " * (fill // 2) + text + " " * (fill - fill // 2)
+    return text + " " * fill
+
+
+def format_table(columns: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> str:
+    """Rows as an aligned text table with a header and the row count."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [
+        max([_width(str(column)), *(_width(row[i]) for row in cells)])
+        for i, column in enumerate(columns)
+    ]
+    aligns = []
+    for i in range(len(columns)):
+        values = [row[i] for row in rows if row[i] is not None]
+        numeric = bool(values) and all(map(_is_number, values))
+        aligns.append("right" if numeric else "left")
+    lines = [
+        " | ".join(
+            _pad(str(c), w, "center") for c, w in zip(columns, widths, strict=True)
+        ),
+        "-+-".join("-" * width for width in widths),
+    ]
+    lines += [" | ".join(map(_pad, row, widths, aligns)) for row in cells]
+    lines = [
+        f" {line} ".rstrip() if i != 1 else f"-{line}-" for i, line in enumerate(lines)
+    ]
+    count = len(rows)
+    lines.append(f"({count} row{'' if count == 1 else 's'})")
+    return "\n".join(lines)
+
+
+def _json_value(value: t.Any) -> t.Any:
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        # A number when that loses nothing, else the exact text.
+        if value == value.to_integral_value():
+            return int(value)
+        if decimal.Decimal(repr(float(value))) == value:
+            return float(value)
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def format_json(columns: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> str:
+    """Rows as a JSON array of objects, one per row, keyed by column name."""
+    return json.dumps(
+        [dict(zip(columns, row, strict=True)) for row in rows],
+        default=_json_value,
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def _affected(count: int) -> str:
+    if count < 0:
+        return "OK"
+    return f"{count} row{'' if count == 1 else 's'} affected"
+
+
+# -- registration ----------------------------------------------------------------
+
+
+def make_command(db: SessionORM) -> click.Command:
+    """The ``db-shell`` command of ``db``."""
+
+    @click.command("db-shell")
+    @click.option(
+        "--bind",
+        default=DEFAULT,
+        show_default=True,
+        metavar="NAME",
+        help="The engine to connect to, by its name in SESSION_ORM_ENGINES.",
+    )
+    @click.option(
+        "-c",
+        "--command",
+        "sql",
+        metavar="SQL",
+        help="Run this one statement through the engine (no client program"
+        " needed), print its rows or its affected row count, commit if it"
+        " succeeded.",
+    )
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="With -c: print the rows as a JSON array of objects.",
+    )
+    @click.argument("client_args", nargs=-1, type=click.UNPROCESSED)
+    @with_appcontext
+    def db_shell(
+        bind: str, sql: str | None, as_json: bool, client_args: tuple[str, ...]
+    ) -> None:
+        """Open the database's own client for an engine: psql for PostgreSQL,
+        mariadb (or mysql) for MariaDB and MySQL, sqlite3 for SQLite.
+
+        Host, port, user, database, socket and TLS settings come from the
+        engine's URL; the password is passed in the client's environment, never
+        on its command line. Arguments after "--" go to the client, e.g.
+        "flask db-shell -- -c 'SELECT 1'" for psql. The command exits with the
+        client's exit status.
+        """
+        state = _scope.app_state(db)
+        if bind not in state.engines:
+            raise click.BadParameter(
+                f"No engine named {bind!r}. The engines that exist are:"
+                f" {', '.join(sorted(state.engines))}.",
+                param_hint="'--bind'",
+            )
+        if sql is None:
+            if as_json:
+                raise click.UsageError("'--json' works with '-c SQL' only.")
+            status = run_client(client_command(state, bind, client_args))
+            click.get_current_context().exit(status)
+        if client_args:
+            raise click.UsageError(
+                "'-c SQL' runs the statement without a client program, so it takes"
+                f" no client arguments (got {' '.join(client_args)!r})."
+            )
+        if not sql.strip():
+            raise click.BadParameter("The statement is empty.", param_hint="'-c'")
+        columns, rows = execute(state, bind, sql)
+        if columns is None:
+            click.echo(json.dumps({"rowcount": rows}) if as_json else _affected(rows))
+        else:
+            click.echo((format_json if as_json else format_table)(columns, rows))
+
+    return db_shell
+
+
+def shell_context(db: SessionORM) -> dict[str, t.Any]:
+    """``db``, ``sa`` and the mapped model classes that the current app can route
+    to one of its engines, by class name.
+    """
+    state = _scope.app_state(db)
+    mappers = sorted(
+        (
+            mapper
+            for registry in mapperlib._all_registries()
+            for mapper in registry.mappers
+        ),
+        # Deterministic when two modules map classes of the same name.
+        key=lambda mapper: (mapper.class_.__name__, mapper.class_.__module__),
+    )
+    namespace: dict[str, t.Any] = {}
+    for mapper in mappers:
+        try:
+            state.router.for_mapper(mapper)
+        except ValueError:
+            # Bound to an engine this app does not have: unusable here.
+            continue
+        namespace.setdefault(mapper.class_.__name__, mapper.class_)
+    namespace.update(db=db, sa=sa)
+    return namespace
 
 
 def init_cli(app: flask.Flask, db: SessionORM) -> None:
-    """Register the shell context for ``app``."""
-
-    def shell_context() -> dict[str, t.Any]:
-        namespace: dict[str, t.Any] = {"db": db, "sa": sa}
-        for registry in mapperlib._all_registries():
-            for mapper in registry.mappers:
-                namespace.setdefault(mapper.class_.__name__, mapper.class_)
-        return namespace
-
-    app.shell_context_processor(shell_context)
+    """Register the ``db-shell`` command and the shell context on ``app``."""
+    app.cli.add_command(make_command(db))
+    app.shell_context_processor(lambda: shell_context(db))
