@@ -57,50 +57,35 @@ class _Target:
     driver: str
 
 
-# libpq keywords (as psycopg and psycopg2 take them) and the environment variables
-# psql reads them from. The environment keeps secrets off the command line and lets
-# arguments given after "--" override anything set here.
-_LIBPQ_ENVIRONMENT = {
-    "password": "PGPASSWORD",
-    "passfile": "PGPASSFILE",
-    "service": "PGSERVICE",
-    "hostaddr": "PGHOSTADDR",
-    "options": "PGOPTIONS",
+# libpq keywords (as psycopg and psycopg2 take them) that psql reads from its
+# environment: that keeps secrets off the command line and lets arguments given
+# after "--" override them. The variable is "PG" + the keyword without
+# underscores, but for two older names.
+# fmt: off
+_LIBPQ_KEYWORDS = (
+    "password", "passfile", "service", "hostaddr", "options", "application_name",
+    "client_encoding", "connect_timeout", "target_session_attrs",
+    "load_balance_hosts", "channel_binding", "require_auth", "requirepeer",
+    "sslmode", "sslnegotiation", "sslrootcert", "sslcert", "sslkey", "sslcrl",
+    "sslcrldir", "sslsni", "sslcertmode", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "gssencmode", "krbsrvname", "gsslib",
+)
+# fmt: on
+_LIBPQ_VARIABLES = {
     "application_name": "PGAPPNAME",
-    "client_encoding": "PGCLIENTENCODING",
     "connect_timeout": "PGCONNECT_TIMEOUT",
-    "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "load_balance_hosts": "PGLOADBALANCEHOSTS",
-    "channel_binding": "PGCHANNELBINDING",
-    "require_auth": "PGREQUIREAUTH",
-    "requirepeer": "PGREQUIREPEER",
-    "sslmode": "PGSSLMODE",
-    "sslnegotiation": "PGSSLNEGOTIATION",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI",
-    "sslcertmode": "PGSSLCERTMODE",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME",
-    "gsslib": "PGGSSLIB",
 }
 
 # These drivers always connect over TCP unless given a socket, while the client
 # would use the local socket for "localhost", where another account may apply.
 _MYSQL_TCP_DRIVERS = frozenset({"pymysql", "mysqlconnector", "aiomysql", "asyncmy"})
 # The client reads these only as its very first arguments.
+# fmt: off
 _MYSQL_FIRST_OPTIONS = (
-    "--no-defaults",
-    "--print-defaults",
-    "--defaults-file=",
-    "--defaults-extra-file=",
+    "--no-defaults", "--print-defaults", "--defaults-file=", "--defaults-extra-file=",
     "--defaults-group-suffix=",
 )
+# fmt: on
 _MARIADB_TLS_MODES = {
     "DISABLED": ["--skip-ssl"],
     "REQUIRED": ["--ssl"],
@@ -135,10 +120,7 @@ def postgresql_command(
         params.setdefault("dbname", params.pop("database"))
     socket = _text(params.pop("unix_sock", None))
     if socket:
-        directory, name = os.path.split(socket)
-        params["host"] = directory or socket
-        if name.startswith(".s.PGSQL."):
-            params["port"] = name.removeprefix(".s.PGSQL.")
+        params["host"] = os.path.dirname(socket)
     argv = [program]
     for key, flag in (("host", "-h"), ("port", "-p"), ("user", "-U")):
         value = _text(params.get(key))
@@ -150,10 +132,11 @@ def postgresql_command(
     if dbname:
         argv.append(dbname)
     env = {}
-    for key, variable in _LIBPQ_ENVIRONMENT.items():
+    for key in _LIBPQ_KEYWORDS:
         value = _text(params.get(key))
         if value is not None:
-            env[variable] = value
+            variable = "PG" + key.replace("_", "").upper()
+            env[_LIBPQ_VARIABLES.get(key, variable)] = value
     return ClientCommand(argv, env)
 
 
@@ -199,15 +182,23 @@ def _mysql_tls_options(program: str, params: t.Mapping[str, t.Any]) -> list[str]
         if value:
             options.append(f"--ssl-{name}={value}")
     mode = _text(params.get("ssl_mode"))
-    mode = mode.upper() if mode else None
-    if _truthy(ssl.get("check_hostname")) or _truthy(params.get("ssl_verify_identity")):
-        mode = "VERIFY_IDENTITY"
-    elif _truthy(params.get("ssl_verify_cert")) and mode != "VERIFY_IDENTITY":
-        mode = "VERIFY_CA"
+    if mode:
+        mode = mode.upper()
     elif _truthy(params.get("ssl_disabled")):
         mode = "DISABLED"
-    elif mode is None and (ssl or params.get("ssl") is True):
-        mode = "REQUIRED"
+    elif _truthy(params.get("ssl_verify_identity")):
+        mode = "VERIFY_IDENTITY"
+    elif _truthy(params.get("ssl_verify_cert")):
+        mode = "VERIFY_CA"
+    elif ssl or params.get("ssl") is True:
+        # As PyMySQL does: given a CA, check the certificate, and the host name
+        # unless check_hostname is false.
+        if not (ssl.get("ca") or ssl.get("capath")):
+            mode = "REQUIRED"
+        elif _truthy(ssl.get("check_hostname", True)):
+            mode = "VERIFY_IDENTITY"
+        else:
+            mode = "VERIFY_CA"
     if mode is None:
         return options
     if _is_mariadb_client(program):
@@ -370,6 +361,9 @@ def describe_error(error: BaseException, url: sa.URL) -> str:
     return message
 
 
+_NUMBERS = (int, float, decimal.Decimal)
+
+
 def _cell(value: t.Any) -> str:
     if value is None:
         return "NULL"
@@ -379,22 +373,10 @@ def _cell(value: t.Any) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
-def _is_number(value: t.Any) -> bool:
-    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(
-        value, bool
-    )
-
-
 def _width(text: str) -> int:
     """Columns ``text`` takes in a terminal: wide characters take two."""
-    return sum(
-        0
-        if unicodedata.combining(char)
-        else 2
-        if unicodedata.east_asian_width(char) in "WF"
-        else 1
-        for char in text
-    )
+    wide = sum(unicodedata.east_asian_width(char) in "WF" for char in text)
+    return len(text) + wide - sum(map(bool, map(unicodedata.combining, text)))
 
 
 def _pad(text: str, width: int, align: str) -> str:
@@ -415,8 +397,9 @@ def format_table(columns: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) 
     ]
     aligns = []
     for i in range(len(columns)):
-        values = [row[i] for row in rows if row[i] is not None]
-        numeric = bool(values) and all(map(_is_number, values))
+        # Numbers align right, as in psql: a column of them, NULLs aside.
+        kinds = {type(row[i]) for row in rows if row[i] is not None}
+        numeric = bool(kinds) and all(k in _NUMBERS for k in kinds)
         aligns.append("right" if numeric else "left")
     lines = [
         " | ".join(
@@ -458,10 +441,11 @@ def format_json(columns: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -
     )
 
 
-def _affected(count: int) -> str:
-    if count < 0:
-        return "OK"
-    return f"{count} row{'' if count == 1 else 's'} affected"
+def _affected(count: int, as_json: bool) -> str:
+    # Drivers report -1 when they do not know (DDL on PostgreSQL and SQLite).
+    if as_json:
+        return json.dumps({"rowcount": count if count >= 0 else None})
+    return f"{count} row{'' if count == 1 else 's'} affected" if count >= 0 else "OK"
 
 
 # -- registration ----------------------------------------------------------------
@@ -493,7 +477,9 @@ def make_command(db: SessionORM) -> click.Command:
         is_flag=True,
         help="With -c: print the rows as a JSON array of objects.",
     )
-    @click.argument("client_args", nargs=-1, type=click.UNPROCESSED)
+    @click.argument(
+        "client_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- CLIENT_ARGS...]"
+    )
     @with_appcontext
     def db_shell(
         bind: str, sql: str | None, as_json: bool, client_args: tuple[str, ...]
@@ -502,10 +488,16 @@ def make_command(db: SessionORM) -> click.Command:
         mariadb (or mysql) for MariaDB and MySQL, sqlite3 for SQLite.
 
         Host, port, user, database, socket and TLS settings come from the
-        engine's URL; the password is passed in the client's environment, never
-        on its command line. Arguments after "--" go to the client, e.g.
-        "flask db-shell -- -c 'SELECT 1'" for psql. The command exits with the
-        client's exit status.
+        engine's URL and its query string; the password is passed in the
+        client's environment, never on its command line. Arguments after "--"
+        go to the client. The command exits with the client's exit status.
+
+        \b
+        Examples:
+          flask db-shell
+          flask db-shell --bind reports
+          flask db-shell -- -c "SELECT count(*) FROM users"   (psql's own -c)
+          flask db-shell -c "SELECT * FROM users" --json
         """
         state = _scope.app_state(db)
         if bind not in state.engines:
@@ -528,7 +520,7 @@ def make_command(db: SessionORM) -> click.Command:
             raise click.BadParameter("The statement is empty.", param_hint="'-c'")
         columns, rows = execute(state, bind, sql)
         if columns is None:
-            click.echo(json.dumps({"rowcount": rows}) if as_json else _affected(rows))
+            click.echo(_affected(rows, as_json))
         else:
             click.echo((format_json if as_json else format_table)(columns, rows))
 

@@ -259,27 +259,56 @@ def test_client_argv_and_environment(
     assert_no_password(result, call)
 
 
+@pytest.mark.parametrize(
+    ("query", "tls"),
+    [
+        ("ssl_ca=/tls/ca.pem", ["--ssl-ca=/tls/ca.pem", "--ssl-mode=VERIFY_IDENTITY"]),
+        (
+            "ssl_ca=/tls/ca.pem&ssl_check_hostname=false",
+            ["--ssl-ca=/tls/ca.pem", "--ssl-mode=VERIFY_CA"],
+        ),
+        ("ssl_cert=/tls/c.pem", ["--ssl-cert=/tls/c.pem", "--ssl-mode=REQUIRED"]),
+        ("charset=utf8mb4", ["--default-character-set=utf8mb4"]),
+    ],
+)
 def test_mysql_client_when_mariadb_is_missing(
-    tmp_path: pathlib.Path, stand_ins: StandIns, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path,
+    stand_ins: StandIns,
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+    tls: list[str],
 ) -> None:
-    """Without 'mariadb' the 'mysql' client is used, with MySQL's TLS options when
-    it is MySQL's own client.
+    """Without 'mariadb' the 'mysql' client is used; when it is MySQL's own client,
+    with MySQL's spelling of the TLS mode the driver would use.
     """
     stand_ins.add("mysql")
     monkeypatch.setenv("CLI_VERSION", "mysql  Ver 8.0.36 for Linux on x86_64")
-    url = f"{MY}?ssl_ca=/tls/ca.pem&ssl_check_hostname=true"
-    result = invoke(make_app(tmp_path, url))
+    result = invoke(make_app(tmp_path, f"{MY}?{query}"))
     assert result.exit_code == 0, result.output
-    assert stand_ins.call()["argv"] == [
-        "mysql",
-        "--user=bob",
-        "--host=db.example",
-        "--port=3307",
-        "--protocol=TCP",
-        "--ssl-ca=/tls/ca.pem",
-        "--ssl-mode=VERIFY_IDENTITY",
-        "shop",
-    ]
+    argv = stand_ins.call()["argv"]
+    assert argv[:4] == ["mysql", "--user=bob", "--host=db.example", "--port=3307"]
+    assert sorted(argv[4:]) == sorted(["--protocol=TCP", *tls, "shop"])
+    assert argv[-1] == "shop"
+
+
+def test_client_uses_connect_args(tmp_path: pathlib.Path, stand_ins: StandIns) -> None:
+    """Settings given as the engine's 'connect_args' reach the client too."""
+    stand_ins.add("psql")
+    app = flask.Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config["SESSION_ORM_ENGINES"] = {
+        "default": {
+            "url": "postgresql+psycopg://alice@db.example/shop",
+            "connect_args": {"sslmode": "require", "password": PASSWORD},
+        }
+    }
+    SessionORM(app)
+    result = invoke(app)
+    assert result.exit_code == 0, result.output
+    call = stand_ins.call()
+    assert call["argv"] == ["psql", "-h", "db.example", "-U", "alice", "shop"]
+    assert call["env"]["PGSSLMODE"] == "require"
+    assert call["env"]["PGPASSWORD"] == PASSWORD
+    assert_no_password(result, call)
 
 
 def test_sqlite_client_opens_the_resolved_file(
