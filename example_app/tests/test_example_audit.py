@@ -1,4 +1,4 @@
-"""The audit log: its own database, entries written only after a commit."""
+"""The audit log: an entry is written only after the change it describes commits."""
 
 from __future__ import annotations
 

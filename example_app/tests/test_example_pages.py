@@ -52,9 +52,7 @@ def test_create_redirects_then_lists(
     assert A in page
 
 
-def test_create_defaults_title_to_url(
-    client: flask.testing.FlaskClient, orm_session: orm.Session
-) -> None:
+def test_create_defaults_title_to_url(client: flask.testing.FlaskClient) -> None:
     """A bookmark saved without a title shows its URL as title."""
     add(client, A)
     assert f">{A}</a>" in client.get("/").text
