@@ -9,15 +9,20 @@ temporary instance folder. Database examples run on every configured backend.
 from __future__ import annotations
 
 import contextlib
+import doctest
 import importlib
 import os
 import pathlib
 import re
+import shlex
 import shutil
+import subprocess
 import sys
+import textwrap
 import threading
 import types
 import typing as t
+import zlib
 
 import flask
 import pytest
@@ -875,3 +880,131 @@ def test_migrate_before(examples: Examples, tmp_path: pathlib.Path) -> None:
     with app.app_context():
         module.db.engines["stats"].dispose()
         module.db.engine.dispose()
+
+
+def test_config_constructor(examples: Examples, tmp_path: pathlib.Path) -> None:
+    """Constructor arguments are defaults; SESSION_ORM_ENGINE_OPTIONS overrides them."""
+    db = examples.load("constructor").db
+    app = flask.Flask("docs_a", instance_path=str(tmp_path / "a"))
+    app.config["SESSION_ORM_DATABASE_URL"] = "sqlite:///a.db"
+    db.init_app(app)
+    other = flask.Flask("docs_b", instance_path=str(tmp_path / "b"))
+    other.config["SESSION_ORM_DATABASE_URL"] = "sqlite:///b.db"
+    other.config["SESSION_ORM_ENGINE_OPTIONS"] = {"pool_size": 5}
+    db.init_app(other)
+    with app.app_context():
+        assert db.engine.pool.size() == 20  # type: ignore[attr-defined]
+        assert db.sessionmaker.kw["expire_on_commit"] is False
+    with other.app_context():
+        assert db.engine.pool.size() == 5  # type: ignore[attr-defined]
+
+
+# -- command line --------------------------------------------------------------
+
+
+def code_blocks(page: str, language: str) -> list[str]:
+    """The dedented contents of the ``code-block:: language`` blocks of a page."""
+    text = (DOCS / page).read_text()
+    pattern = rf"^\.\. code-block:: {language}\n\n((?:    .*\n|\n)+)"
+    blocks = re.findall(pattern, text, re.M)
+    return [textwrap.dedent(block).strip("\n") + "\n" for block in blocks]
+
+
+def console_commands(page: str) -> list[tuple[str, str]]:
+    """Each ``$ command`` of the page's console blocks, with the output shown."""
+    commands = []
+    for block in code_blocks(page, "console"):
+        for chunk in re.split(r"^(?=\$ )", block, flags=re.M):
+            if chunk:
+                command, _, output = chunk.partition("\n")
+                commands.append((command[2:], output.strip("\n")))
+    return commands
+
+
+@pytest.fixture
+def todo_project(examples: Examples) -> t.Iterator[flask.Flask]:
+    """The quickstart app on its default SQLite file, in the state the CLI page uses."""
+    todo = examples.load("todo")
+    app = todo.create_app()
+    with app.app_context():
+        todo.db.create_all(todo.Base)
+    client = app.test_client()
+    client.post("/todos", json={"title": "write docs"})
+    client.post("/todos", json={"title": "test them"})
+    client.post("/todos/1/done")
+    yield app
+    with app.app_context():
+        todo.db.engine.dispose()
+
+
+def test_cli_page_commands(examples: Examples, todo_project: flask.Flask) -> None:
+    """Every flask command of the CLI page prints what the page shows."""
+    commands = console_commands("cli.rst")
+    assert len(commands) >= 6
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith("FLASK_SESSION_ORM_")
+    }
+    for command, expected in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["flask", "--app", "todo"], command
+        if "-c" not in argv and shutil.which("sqlite3") is None:
+            pytest.skip("the sqlite3 program is not installed")
+        result = subprocess.run(
+            [str(pathlib.Path(sys.executable).parent / "flask"), *argv[1:]],
+            cwd=examples.directory,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.strip("\n") == expected, command
+
+
+def test_cli_page_shell(todo_project: flask.Flask) -> None:
+    """The flask shell session of the CLI page runs in the shell's namespace."""
+    (block,) = code_blocks("cli.rst", "pycon")
+    session = block.split("\n", 1)[1]
+    with todo_project.app_context():
+        namespace = todo_project.make_shell_context()
+        assert {"db", "sa", "Todo"} <= set(namespace)
+        test = doctest.DocTestParser().get_doctest(session, namespace, "cli", None, 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.summarize(verbose=False).failed == 0
+        assert namespace["db"].session.get(namespace["Todo"], 2).done is True
+
+
+def test_config_sqlite_memory_shares_transaction(tmp_path: pathlib.Path) -> None:
+    """What the page warns of: sqlite:// sessions share one transaction."""
+    app, db = init(tmp_path, {"SESSION_ORM_DATABASE_URL": "sqlite://"})
+    with app.app_context():
+        with db.sessionmaker.begin() as session:
+            session.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        with db.sessionmaker() as writer, db.sessionmaker() as other:
+            writer.execute(sa.text("INSERT INTO t VALUES (1)"))
+            other.execute(sa.text("SELECT 1"))
+            other.commit()
+            writer.rollback()
+        assert db.session.scalar(sa.text("SELECT count(*) FROM t")) == 1
+
+
+# -- the docs' own machinery ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["python", "flask", "sqlalchemy"])
+def test_inventories_match_sources(name: str) -> None:
+    """Each shipped intersphinx inventory is its text source, compressed."""
+    directory = DOCS / "_inventories"
+    data = (directory / f"{name}.inv").read_bytes()
+    header, _, body = data.partition(b"zlib.\n")
+    assert header.startswith(b"# Sphinx inventory version 2\n")
+    lines = zlib.decompress(body).decode().splitlines()
+    source = (directory / f"{name}.txt").read_text().splitlines()
+    expected = [line for line in source if line.strip() and not line.startswith("#")]
+    assert lines == expected
+    for line in lines:
+        fields = line.split(" ", 4)
+        assert len(fields) == 5, line
+        assert ":" in fields[1], line
