@@ -1008,3 +1008,29 @@ def test_inventories_match_sources(name: str) -> None:
         fields = line.split(" ", 4)
         assert len(fields) == 5, line
         assert ":" in fields[1], line
+
+
+def test_jobs_page_tests(examples: Examples, database_url: str) -> None:
+    """The background page's tests pass when pytest runs them, jobs run inline."""
+    environ = {**os.environ, "DATABASE_URL": database_url}
+    if database_url.startswith("sqlite"):
+        del environ["DATABASE_URL"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "jobs_test.py",
+        ],
+        cwd=examples.directory,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert "2 passed" in result.stdout, result.stdout
+    assert result.returncode == 0
