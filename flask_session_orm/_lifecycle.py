@@ -9,6 +9,7 @@ runs after the response is built, only rolls back and closes, and never raises.
 from __future__ import annotations
 
 import logging
+import types
 import typing as t
 
 import flask
@@ -56,7 +57,7 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         return response
     if not _should_commit(scope, response):
         discard(scope, session)
-        return response
+        return _close_after_stream(scope, response)
     try:
         session.commit()
     except Exception as e:
@@ -66,8 +67,33 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         # that was not stored. With no handler this re-raises, and Flask turns
         # it into a 500.
         app = scope.state.app
-        return app.make_response(app.handle_user_exception(e))
+        response = app.make_response(app.handle_user_exception(e))
+    return _close_after_stream(scope, response)
+
+
+def _close_after_stream(scope: Scope, response: flask.Response) -> flask.Response:
+    """Keep the session open until a streamed body has been sent.
+
+    Flask 3.1 tears the request down once the view has returned and pushes the
+    context again around a ``stream_with_context`` generator, so teardown cannot
+    tell when the stream ends. The generator is wrapped instead: the session is
+    closed when it is exhausted or closed, and by ``call_on_close`` when the server
+    never starts it (HEAD requests, 204 and 304 responses).
+    """
+    body = response.response
+    if not isinstance(body, types.GeneratorType):
+        return response
+    scope.deferred = True
+    response.response = _closing(body, scope)
+    response.call_on_close(lambda: end_scope(scope))
     return response
+
+
+def _closing(body: t.Iterator[t.Any], scope: Scope) -> t.Iterator[t.Any]:
+    try:
+        yield from body
+    finally:
+        end_scope(scope)
 
 
 def discard(scope: Scope, session: orm.Session) -> None:

@@ -29,6 +29,7 @@ class Scope:
     """One request's or one app context's session and end-of-scope decisions."""
 
     __slots__ = (
+        "deferred",
         "disconnected",
         "finished",
         "hooked",
@@ -53,6 +54,9 @@ class Scope:
         self.rollback_only = False
         #: A disconnect error was seen: discard connections instead of rolling back.
         self.disconnected = False
+        #: The response is streamed: the session is closed when the stream ends,
+        #: not in teardown.
+        self.deferred = False
 
     def open(self) -> orm.Session:
         """Create this scope's session."""
@@ -133,8 +137,10 @@ def peek() -> Scope | None:
 
 def teardown_request(exc: BaseException | None) -> None:
     """End the request's scope: roll back what was not committed, close."""
-    scope = _request_dict().pop(KEY, None)
-    if scope is not None:
+    attributes = _request_dict()
+    scope: Scope | None = attributes.get(KEY)
+    if scope is not None and not scope.deferred:
+        del attributes[KEY]
         _lifecycle.end_scope(scope)
 
 

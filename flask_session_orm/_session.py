@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import typing as t
 
 import sqlalchemy as sa
@@ -21,6 +22,10 @@ logger = logging.getLogger("flask_session_orm")
 _CALLBACKS = "_session_orm_on_commit"
 _COMMITTED = "_session_orm_committed"
 _WRITES = "_session_orm_writes"
+
+# Text statements that cannot write, so that an app context which only ran them
+# does not warn about discarded writes.
+_READ_ONLY_SQL = re.compile(r"\s*(SELECT|SHOW|EXPLAIN|PRAGMA|VALUES)\b", re.IGNORECASE)
 
 Bind: t.TypeAlias = "sa.Engine | sa.Connection"
 
@@ -159,8 +164,12 @@ def _after_transaction_end(
 
 def note_statement(execute_state: orm.ORMExecuteState) -> None:
     """Remember that a session outside a request ran a statement that may write."""
-    if not execute_state.is_select:
-        execute_state.session.info[_WRITES] = True
+    if execute_state.is_select:
+        return
+    statement = execute_state.statement
+    if isinstance(statement, sa.TextClause) and _READ_ONLY_SQL.match(statement.text):
+        return
+    execute_state.session.info[_WRITES] = True
 
 
 def describe_discarded(session: orm.Session) -> str | None:

@@ -284,30 +284,62 @@ def test_untouched_request_creates_no_session(
 
 
 def test_streamed_response(app: flask.Flask, db: SessionORM) -> None:
-    """A streamed view uses the session while streaming; it is closed at the end."""
+    """A streamed view keeps its session, and its objects, while streaming.
+
+    The commit decision is taken when the view returns; the session is closed
+    when the stream ends.
+    """
     sessions: list[orm.Session] = []
 
     @app.post("/stream")
     def stream() -> flask.Response:
-        db.session.add(Item(name="streamed"))
+        item = Item(name="streamed")
+        db.session.add(item)
+        sessions.append(db.session)
 
         @flask.stream_with_context
         def generate() -> t.Iterator[str]:
-            session = db.session
-            sessions.append(session)
+            sessions.append(db.session)
             yield "start,"
-            yield from session.scalars(sa.select(Item.name))
-            yield ",end"
+            # Expired by the commit, reloaded through the same, open session.
+            yield item.name
+            yield f",{len(db.session.scalars(sa.select(Item)).all())}"
 
         return flask.Response(generate())
 
     with app.test_client() as client:
         response = client.post("/stream")
-        # The commit decision was taken when the view returned.
         assert stored(db, app) == {"streamed"}
-        assert response.get_data() == b"start,streamed,end"
-        response.close()
+        assert checked_out(db, app) == 0
+        assert response.get_data() == b"start,streamed,1"
+    assert sessions[0] is sessions[1]
     assert sessions[0].get_transaction() is None
+    assert not sessions[0].identity_map
+    assert checked_out(db, app) == 0
+
+
+def test_streamed_head_request_closes(app: flask.Flask, db: SessionORM) -> None:
+    """A streamed response whose body is never iterated still closes its session."""
+    sessions: list[orm.Session] = []
+    loaded: list[Item] = []
+
+    @app.route("/stream", methods=["GET", "HEAD"])
+    def stream() -> flask.Response:
+        sessions.append(db.session)
+        loaded.extend(db.session.scalars(sa.select(Item)))
+        return flask.Response(iter_nothing())
+
+    def iter_nothing() -> t.Iterator[str]:
+        yield "never"
+
+    with app.app_context():
+        db.session.add(Item(name="loaded"))
+        db.session.commit()
+    response = app.test_client().head("/stream")
+    # Still open: what the view loaded is in its identity map.
+    assert len(sessions[0].identity_map) == 1
+    response.close()
+    assert len(sessions[0].identity_map) == 0
     assert checked_out(db, app) == 0
 
 
