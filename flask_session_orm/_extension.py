@@ -242,11 +242,11 @@ class SessionORM:
             return obj
         if isinstance(obj, orm.Session):
             return obj.get_bind()
-        state = sa.inspect(obj, raiseerr=False)
-        if not isinstance(state, orm.InstanceState):
+        state = _inspect_instance(obj)
+        if state is None:
             raise TypeError(
                 "get_bind() takes a model instance, a Session, an Engine or a"
-                f" Connection, got {type(obj).__name__!r}."
+                f" Connection, got {_describe(obj)}."
             )
         session = state.session
         if session is not None:
@@ -354,14 +354,34 @@ class SessionORM:
             isolation.stop()
 
 
-def _instance_state(obj: object) -> orm.InstanceState[t.Any]:
+def _inspect_instance(obj: object) -> orm.InstanceState[t.Any] | None:
+    """The ORM state of ``obj``, or None when it is not a mapped instance."""
+    # A mapped class inspects to its Mapper, and an Engine or a Connection to an
+    # Inspector, which opens a database connection: none of them is an instance,
+    # so they are not inspected at all.
+    if isinstance(obj, (type, sa.Engine, sa.Connection)):
+        return None
     state = sa.inspect(obj, raiseerr=False)
-    if not isinstance(state, orm.InstanceState):
+    return state if isinstance(state, orm.InstanceState) else None
+
+
+def _instance_state(obj: object) -> orm.InstanceState[t.Any]:
+    """The ORM state of ``obj``; TypeError when it is not a mapped instance."""
+    state = _inspect_instance(obj)
+    if state is None:
+        reason = "not an instance" if isinstance(obj, type) else "not mapped"
         raise TypeError(
-            f"Expected an instance of a mapped class, got {type(obj).__name__!r},"
-            " which is not mapped."
+            f"Expected an instance of a mapped class, got {_describe(obj)}, which"
+            f" is {reason}."
         )
     return state
+
+
+def _describe(obj: object) -> str:
+    """Name what was passed: its type, or the class itself."""
+    if isinstance(obj, type):
+        return f"the class {obj.__name__!r}"
+    return repr(type(obj).__name__)
 
 
 def _names(
