@@ -145,6 +145,7 @@ class SessionORM:
         app.extensions[_scope.EXTENSION_KEY] = _AppState(self, app, config)
         app.teardown_request(_scope.teardown_request)
         app.teardown_appcontext(_scope.teardown_appcontext)
+        _scope.watch_exceptions(app, self)
         _cli.init_cli(app, self)
 
     # -- sessions and engines ----------------------------------------------------

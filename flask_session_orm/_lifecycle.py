@@ -31,6 +31,7 @@ NO_AUTOCOMMIT = "_session_orm_no_autocommit"
 def _should_commit(scope: Scope, response: flask.Response) -> bool:
     if (
         response.status_code >= 400
+        or scope.raised
         or scope.rollback_only
         or scope.invalidated
         or not scope.state.config.commit_on_success
@@ -57,6 +58,11 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         return response
     if not _should_commit(scope, response):
         discard(scope, session)
+        return _close_after_stream(scope, response)
+    if not session.in_transaction():
+        # The view committed or rolled back itself and began nothing since.
+        # Session.commit() would begin and commit an empty transaction, and
+        # session_committed would report a commit that stored nothing.
         return _close_after_stream(scope, response)
     try:
         session.commit()

@@ -35,6 +35,7 @@ class Scope:
         "hooked",
         "in_request",
         "invalidated",
+        "raised",
         "rollback_only",
         "session",
         "state",
@@ -52,6 +53,8 @@ class Scope:
         self.invalidated = False
         #: db.mark_for_rollback() was called.
         self.rollback_only = False
+        #: An exception escaped the view (even if an error handler answered it).
+        self.raised = False
         #: A disconnect error was seen: discard connections instead of rolling back.
         self.disconnected = False
         #: The response is streamed: the session is closed when the stream ends,
@@ -149,3 +152,21 @@ def teardown_appcontext(exc: BaseException | None) -> None:
     scope = _g_dict().pop(KEY, None)
     if scope is not None:
         _lifecycle.end_scope(scope)
+
+
+def watch_exceptions(app: flask.Flask, db: SessionORM) -> None:
+    """Mark the request as failed when its view (or a before_request function)
+    raises, even if an error handler turns the exception into a success.
+
+    Flask offers no signal for handled exceptions and the response alone cannot
+    tell, so the app's ``handle_user_exception`` is wrapped; it runs only when an
+    exception was raised, so requests that succeed pay nothing for it.
+    """
+    handle = app.handle_user_exception
+
+    def handle_user_exception(e: Exception) -> t.Any:
+        if flask.has_request_context():
+            get(db).raised = True
+        return handle(e)
+
+    setattr(app, "handle_user_exception", handle_user_exception)  # noqa: B010

