@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import typing as t
 
 import flask
@@ -609,6 +611,72 @@ def test_ctrl_c_goes_to_the_client(tmp_path: pathlib.Path, stand_ins: StandIns) 
     assert result.returncode == 5, result.stderr
     assert "Aborted" not in result.stderr
     assert stand_ins.call()["sigint_ignored"] is False
+
+
+def wait_for(pid: int, timeout: float) -> int | None:
+    """The exit status of the child ``pid``, or None if it still runs at timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    return None
+
+
+def test_ctrl_c_in_a_terminal_cancels_the_query(
+    tmp_path: pathlib.Path, database_url: str, backend: str
+) -> None:
+    """In a terminal, Ctrl-C during a query cancels the query in psql, and the
+    session goes on until the user quits; flask exits 0 with it.
+    """
+    if backend != "postgresql" or shutil.which("psql") is None:
+        pytest.skip("needs PostgreSQL and psql: psql cancels a query on Ctrl-C")
+    pty = pytest.importorskip("pty")
+    env = {
+        **os.environ,
+        "CLI_TEST_DATABASE_URL": database_url,
+        "CLI_TEST_INSTANCE": str(tmp_path / "instance"),
+    }
+    command = [sys.executable, "-m", "flask", "--app", str(SUPPORT / "cli_app.py")]
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes flask
+        # No pager: with no terminal size psql would page even one row.
+        os.execve(
+            sys.executable, [*command, "db-shell", "--", "-X", "-P", "pager=off"], env
+        )
+    output = bytearray()
+
+    def read_until(text: bytes) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    output.extend(os.read(fd, 4096))
+                except OSError:
+                    return False
+                if text in output:
+                    return True
+        return False
+
+    code = None
+    try:
+        assert read_until(b"=#"), output
+        os.write(fd, b"SELECT pg_sleep(60);\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")  # Ctrl-C, as typed: the terminal sends SIGINT
+        assert read_until(b"canceling statement due to user request"), output
+        os.write(fd, b"SELECT 41 + 1 AS answer;\n")
+        assert read_until(b"42"), output
+        os.write(fd, b"\\q\n")
+        code = wait_for(pid, timeout=30)
+    finally:
+        os.close(fd)
+        if code is None:
+            # Still running: end the session pty.fork() started for it.
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert code == 0, output
 
 
 def test_password_only_in_environment_of_real_process(
