@@ -252,11 +252,11 @@ def make_command(db: SessionORM) -> click.Command:
     return db_shell
 
 
-def shell_context(db: SessionORM) -> dict[str, t.Any]:
-    """``db``, ``sa`` and the mapped model classes that the current app can route
-    to one of its engines, by class name.
+def shell_context(db: SessionORM, app: flask.Flask) -> dict[str, t.Any]:
+    """``db``, ``sa`` and the mapped model classes that ``app`` can route to one of
+    its engines, by class name.
     """
-    state = _scope.app_state(db)
+    state = _scope.app_state(db, app)
     mappers = sorted(
         (
             mapper
@@ -281,4 +281,4 @@ def shell_context(db: SessionORM) -> dict[str, t.Any]:
 def init_cli(app: flask.Flask, db: SessionORM) -> None:
     """Register the ``db-shell`` command and the shell context on ``app``."""
     app.cli.add_command(make_command(db))
-    app.shell_context_processor(lambda: shell_context(db))
+    app.shell_context_processor(lambda: shell_context(db, app))

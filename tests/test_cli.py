@@ -700,8 +700,7 @@ def test_password_only_in_environment_of_real_process(
 
 def test_shell_context(app: flask.Flask, db: SessionORM) -> None:
     """'flask shell' has db, sa and the models the app can route, by class name."""
-    with app.app_context():
-        namespace = app.make_shell_context()
+    namespace = app.make_shell_context()
     assert namespace["db"] is db
     assert namespace["sa"] is sa
     assert namespace["Item"] is Item
