@@ -321,7 +321,8 @@ def _read_session_options(
     config: t.Mapping[str, t.Any], defaults: t.Mapping[str, t.Any]
 ) -> dict[str, t.Any]:
     options = dict(_check_options("session_options", defaults))
-    options.update(_get_dict(config, "SESSION_ORM_SESSION_OPTIONS"))
+    configured = _get_dict(config, "SESSION_ORM_SESSION_OPTIONS")
+    options.update(configured)
     for name in ("EXPIRE_ON_COMMIT", "AUTOFLUSH"):
         key = PREFIX + name
         if key in config:
@@ -334,17 +335,21 @@ def _read_session_options(
                     f" {_describe(options[name.lower()])}."
                 )
     for option in options:
+        # Name where the option came from: the config key or the constructor.
+        source = _name(
+            "SESSION_ORM_SESSION_OPTIONS" if option in configured else "session_options"
+        )
         if option in _RESERVED_SESSION_OPTIONS:
             raise ValueError(
-                f"Config key 'SESSION_ORM_SESSION_OPTIONS' sets {option!r}, which"
-                " flask-session-orm manages itself: engines are chosen through"
+                f"{source} sets {option!r}, which flask-session-orm manages"
+                " itself: engines are chosen through"
                 " 'SESSION_ORM_ENGINES' and 'SESSION_ORM_BINDS'."
             )
         if option not in _SESSION_PARAMETERS:
             close = difflib.get_close_matches(option, _SESSION_PARAMETERS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise TypeError(
-                f"Config key 'SESSION_ORM_SESSION_OPTIONS' has {option!r}, which is"
-                f" not an argument of sqlalchemy.orm.Session.{hint}"
+                f"{source} has {option!r}, which is not an argument of"
+                f" sqlalchemy.orm.Session.{hint}"
             )
     return options
