@@ -265,7 +265,7 @@ def client_command(
 def run_client(command: ClientCommand) -> int:
     """Run the client in the foreground and return its exit status."""
     env = {**os.environ, **command.env}
-    previous: t.Any = None
+    previous: t.Any = signal.SIG_IGN
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C reaches the whole foreground process group: the client handles
         # it (psql cancels the running query), the parent must not die of it. A
@@ -282,8 +282,9 @@ def run_client(command: ClientCommand) -> int:
             ) from None
         status = process.wait()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        if previous is not signal.SIG_IGN:
+            # None means a handler not set from Python: the default is closest.
+            signal.signal(signal.SIGINT, previous or signal.SIG_DFL)
     # A client killed by a signal exits as a shell reports it: 128 + the signal.
     return 128 - status if status < 0 else status
 

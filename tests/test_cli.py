@@ -313,17 +313,19 @@ def test_client_uses_connect_args(tmp_path: pathlib.Path, stand_ins: StandIns) -
     assert_no_password(result, call)
 
 
+@pytest.mark.parametrize("extra", [[], ["-header", "SELECT 1"]])
 def test_sqlite_client_opens_the_resolved_file(
-    tmp_path: pathlib.Path, stand_ins: StandIns
+    tmp_path: pathlib.Path, stand_ins: StandIns, extra: list[str]
 ) -> None:
     """sqlite3 opens the file the engine uses (a relative path lives in the
     instance folder), with extra arguments after the file name.
     """
     stand_ins.add("sqlite3")
-    result = invoke(make_app(tmp_path, "sqlite:///app.db"), "--", "-header", "SELECT 1")
+    args = ["--", *extra] if extra else []
+    result = invoke(make_app(tmp_path, "sqlite:///app.db"), *args)
     assert result.exit_code == 0, result.output
     database = str(tmp_path / "instance" / "app.db")
-    assert stand_ins.call()["argv"] == ["sqlite3", database, "-header", "SELECT 1"]
+    assert stand_ins.call()["argv"] == ["sqlite3", database, *extra]
 
 
 def test_bind_picks_the_engine(tmp_path: pathlib.Path, stand_ins: StandIns) -> None:
