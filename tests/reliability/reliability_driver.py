@@ -637,6 +637,15 @@ def fork_violations(reports: t.Iterable[t.Mapping[str, t.Any]]) -> list[str]:
 _TRACEBACK_END = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::|$)")
 
 
+#: What flask_session_orm logs (with a traceback) when ending a session fails.
+EXTENSION_MESSAGES = (
+    "Rolling back the session failed",
+    "Invalidating the session failed",
+    "Ending the database session failed",
+    "Closing the database session failed",
+)
+
+
 def _is_context(lines: list[str], start: int) -> bool:
     """Whether the exception that ended before ``start`` led to another one."""
     for line in lines[start:]:
@@ -702,6 +711,8 @@ class Summary:
     connection_limit: int = 0
     checked_out_at_end: int = 0
     logged: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Lines the extension logged when ending a session failed, by message.
+    extension_logged: dict[str, int] = dataclasses.field(default_factory=dict)
     violations: list[str] = dataclasses.field(default_factory=list)
 
     def rows(self) -> list[tuple[str, str]]:
@@ -752,6 +763,11 @@ class Summary:
             ),
             ("connections checked out at the end", str(self.checked_out_at_end)),
             ("tracebacks in the server log", logged or "none"),
+            (
+                "of which the extension logged",
+                ", ".join(f"{k!r} {v}" for k, v in self.extension_logged.items())
+                or "none",
+            ),
             ("invariants broken", str(len(self.violations))),
         ]
         return rows
@@ -904,6 +920,10 @@ def analyse(
             f"{checked_out_at_end} connections still checked out at the end"
         )
     summary.logged = logged_exceptions(log)
+    for message in EXTENSION_MESSAGES:
+        count = log.count(message)
+        if count:
+            summary.extension_logged[message] = count
     unexpected = {k: v for k, v in summary.logged.items() if k not in allowed_logged}
     if unexpected:
         summary.violations.append(f"unexpected tracebacks in the log: {unexpected}")
