@@ -18,6 +18,16 @@ import sqlalchemy.orm as orm
 
 from flask_session_orm import SessionORM
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="Run the long reliability run (restarts PostgreSQL once).",
+    )
+
+
 BACKENDS = {
     "sqlite": None,
     "postgresql": "TEST_POSTGRES_URL",
