@@ -51,7 +51,9 @@ class ConfigKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_ANY_PASSWORD = re.compile(r":[^@]*@")
+# Everything up to the last '@' before the path, since a raw '@' may be part of
+# the password.
+_ANY_PASSWORD = re.compile(r":[^/]*@")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -293,6 +293,11 @@ PG = f"postgresql+psycopg://user:{SECRET}@127.0.0.1:1/db"
             ValueError,
             "SESSION_ORM_DATABASE_URL",
         ),
+        (
+            {"SESSION_ORM_DATABASE_URL": f"postgresql://u:{SECRET}@x:{SECRET}@h:p/d"},
+            ValueError,
+            "SESSION_ORM_DATABASE_URL",
+        ),
         ({"SESSION_ORM_DATABASE_URL": 42}, TypeError, "SESSION_ORM_DATABASE_URL.*42"),
         (
             {"SESSION_ORM_DATABASE_URL": f"nosuchdb://u:{SECRET}@h/d"},
