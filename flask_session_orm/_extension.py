@@ -345,8 +345,7 @@ class SessionORM:
                 f"db.isolation() is already active for the Flask app"
                 f" {state.app.name!r}; it cannot be nested."
             )
-        isolation = Isolation()
-        isolation.start(state.engines)
+        isolation = Isolation(state.engines)
         state.isolation = isolation
         try:
             yield
