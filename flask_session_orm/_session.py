@@ -52,6 +52,7 @@ class Session(orm.Session):
         super().__init__(**kwargs)
         if isolation is not None:
             isolation.sessions.add(self)
+        self._orm_isolation = isolation
         self._orm_state = orm_state
         signals.session_created.send(orm_state.app, session=self)
 
@@ -83,7 +84,20 @@ class Session(orm.Session):
         self.info.pop(_CALLBACKS, None)
 
     def invalidate(self) -> None:
-        super().invalidate()
+        isolation = self._orm_isolation
+        if isolation is not None and isolation.active:
+            # Inside db.isolation() the connections carry the test's outer
+            # transaction, shared with the test and its other requests:
+            # invalidating them would end it. Dropping this session's own
+            # savepoint has the effect invalidating has in production: this
+            # session's uncommitted work is gone, what was committed stays.
+            try:
+                self.close()
+            except Exception:
+                # The connection itself is broken; discard it after all.
+                super().invalidate()
+        else:
+            super().invalidate()
         self.info.pop(_CALLBACKS, None)
 
 
