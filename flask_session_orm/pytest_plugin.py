@@ -8,8 +8,7 @@ compose with pytest-flask's ``client``::
         client.post("/items", data={"name": "a"})
         assert orm_session.scalar(select(func.count(Item.id))) == 1
 
-Nothing here imports Flask or SQLAlchemy until a fixture is used, so projects that
-do not use the fixtures pay nothing for the plugin.
+The fixtures import Flask and SQLAlchemy only when a test uses them.
 
 .. versionadded:: 0.1.0
 """
@@ -28,15 +27,19 @@ if t.TYPE_CHECKING:
 
 
 def _app(request: pytest.FixtureRequest) -> flask.Flask:
+    # Looked up by name, not declared as an argument, so that a missing 'app'
+    # fixture gets an explanation instead of pytest's generic lookup error.
     try:
-        app = request.getfixturevalue("app")
+        return t.cast("flask.Flask", request.getfixturevalue("app"))
     except pytest.FixtureLookupError:
-        raise pytest.UsageError(
-            f"The fixture {request.fixturename!r} of flask-session-orm needs a"
-            " fixture named 'app' that returns your Flask app (the pytest-flask"
-            " convention). Define one in your conftest.py."
-        ) from None
-    return t.cast("flask.Flask", app)
+        pass
+    # Outside the except block, so that the report is the message alone.
+    pytest.fail(
+        f"The fixture {request.fixturename!r} of flask-session-orm needs a"
+        " fixture named 'app' that returns your Flask app (the pytest-flask"
+        " convention). Define one in your conftest.py.",
+        pytrace=False,
+    )
 
 
 def _db(app: flask.Flask, fixture: str) -> SessionORM:
@@ -45,20 +48,33 @@ def _db(app: flask.Flask, fixture: str) -> SessionORM:
     extensions = getattr(app, "extensions", None)
     state = extensions.get(EXTENSION_KEY) if isinstance(extensions, dict) else None
     if state is None:
-        raise pytest.UsageError(
-            f"The fixture {fixture!r} of flask-session-orm got an 'app' fixture"
-            f" value {app!r} with no SessionORM registered. Call 'db.init_app(app)'"
-            " in the app fixture (or in your app factory)."
+        pytest.fail(
+            f"The fixture {fixture!r} of flask-session-orm got {app!r} from the"
+            " 'app' fixture, which has no SessionORM registered. Call"
+            " 'db.init_app(app)' in the app fixture (or in your app factory).",
+            pytrace=False,
         )
     return t.cast("SessionORM", state.db)
 
 
 @pytest.fixture
 def orm_isolation(request: pytest.FixtureRequest) -> t.Iterator[SessionORM]:
-    """Run the test inside ``db.isolation()``: everything it writes through the
-    extension, by itself or through requests, is rolled back when it ends.
-    Yields the app's :class:`.SessionORM`.
+    """Run the test inside :meth:`.SessionORM.isolation` of the ``app``
+    fixture's app: everything the test writes through the extension, itself or
+    through test-client requests, is rolled back when it ends. Yields the app's
+    :class:`.SessionORM`.
+
+    .. versionadded:: 0.1.0
     """
+    if "live_server" in request.fixturenames:
+        pytest.fail(
+            "The fixture 'orm_isolation' cannot isolate a test that uses"
+            " 'live_server': the live server runs in another process, with its own"
+            " database connections, so its writes are not rolled back and it does"
+            " not see the test's. Clean the database after such tests instead"
+            " (see the flask-session-orm testing docs).",
+            pytrace=False,
+        )
     app = _app(request)
     db = _db(app, "orm_isolation")
     with db.isolation(app):
@@ -69,16 +85,25 @@ def orm_isolation(request: pytest.FixtureRequest) -> t.Iterator[SessionORM]:
 def orm_session(
     request: pytest.FixtureRequest, orm_isolation: SessionORM
 ) -> t.Iterator[orm.Session]:
-    """The session for the test body, inside :func:`orm_isolation`.
+    """The session for the test body, inside :func:`orm_isolation`: what it
+    commits is seen by the test's requests and rolled back at the end.
 
-    It is ``db.session`` of the app context already pushed for the test (as
-    pytest-flask does), or of an app context pushed for the test if none is.
+    It is ``db.session`` of the context already pushed for the app (pytest-flask
+    pushes a request context for every test), or of an app context pushed for
+    the test when there is none.
+
+    .. versionadded:: 0.1.0
     """
     import flask
 
     app = _app(request)
-    if flask.has_app_context() and flask.current_app._get_current_object() is app:  # type: ignore[attr-defined]
+    current = t.cast(t.Any, flask.current_app) if flask.has_app_context() else None
+    if current is not None and current._get_current_object() is app:
         yield orm_isolation.session
         return
     with app.app_context():
-        yield orm_isolation.session
+        session = orm_isolation.session
+        yield session
+        # Uncommitted work is expected to go away at the end of a test: close
+        # here, so that the app context's end does not log it as discarded.
+        session.close()
