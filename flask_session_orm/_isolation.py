@@ -84,6 +84,15 @@ class Isolation:
                 self._exit.enter_context(_sqlite_savepoints(connection))
             elif dialect in ("mysql", "mariadb"):
                 _refuse_implicit_commits(connection, name, url)
+            if dialect != "sqlite" and _autocommits(connection):
+                # An engine configured with isolation_level="AUTOCOMMIT" would
+                # commit every statement for real. This connection gets the
+                # database's default level for the isolation; the pool restores
+                # the engine's level when it is returned. (SQLite's BEGIN
+                # below covers its autocommit mode.)
+                connection.execution_options(
+                    isolation_level=connection.default_isolation_level
+                )
             transaction = connection.begin()
             self._exit.callback(_rollback, transaction)
             if dialect == "sqlite":
@@ -127,6 +136,17 @@ class _Targets(collections.abc.Mapping[str, "sa.Engine | sa.Connection"]):
 
     def __len__(self) -> int:
         return len(self._isolation.engines)
+
+
+def _autocommits(connection: sa.Connection) -> bool:
+    """Whether the driver connection is in autocommit mode (no round trip)."""
+    detect = getattr(connection.dialect, "detect_autocommit_setting", None)
+    if detect is None:
+        return False
+    try:
+        return bool(detect(connection.connection.dbapi_connection))
+    except NotImplementedError:
+        return False
 
 
 def _rollback(transaction: sa.RootTransaction) -> None:

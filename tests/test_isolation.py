@@ -479,6 +479,38 @@ def test_engines_on_one_database_share_the_isolation(
                 engine.dispose()
 
 
+def test_autocommit_engine_is_isolated(database_url: str, tmp_path: t.Any) -> None:
+    """An engine configured with isolation_level="AUTOCOMMIT" is isolated too,
+    and autocommits again once the isolation is over.
+    """
+    app = flask.Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        TESTING=True,
+        SESSION_ORM_DATABASE_URL=database_url,
+        SESSION_ORM_ENGINE_OPTIONS={"isolation_level": "AUTOCOMMIT"},
+    )
+    db = SessionORM(app)
+    add_views(app, db)
+    with app.app_context():
+        db.drop_all(Item.__base__)
+        db.create_all(Item.__base__)
+    try:
+        client = app.test_client()
+        with db.isolation(app):
+            client.post("/add/a")
+            with pytest.raises(ValueError, match="the view failed"):
+                client.post("/raise/b")
+            assert names(client) == ["a"]
+        assert count_items(db, app) == 0
+        with app.app_context(), db.engine.connect() as connection:
+            connection.execute(sa.insert(Item).values(name="autocommitted"))
+        assert count_items(db, app) == 1
+    finally:
+        with app.app_context():
+            db.drop_all(Item.__base__)
+            db.engine.dispose()
+
+
 # -- DDL -----------------------------------------------------------------------
 
 
