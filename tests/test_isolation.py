@@ -4,6 +4,7 @@ back on exit, while commits and rollbacks inside it keep their meaning.
 
 from __future__ import annotations
 
+import sys
 import typing as t
 
 import flask
@@ -627,3 +628,33 @@ def test_sqlite_app_that_emits_its_own_begin(tmp_path: t.Any) -> None:
     client.post("/add/c")
     assert names(client) == ["c"]
     engine.dispose()
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="sqlite3's autocommit attribute is 3.12+"
+)
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_sqlite_autocommit_attribute(tmp_path: t.Any, autocommit: bool) -> None:
+    """Python 3.12's sqlite3 autocommit modes, chosen through connect_args, are
+    isolated with working savepoints.
+    """
+    app = flask.Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        TESTING=True,
+        SESSION_ORM_DATABASE_URL=f"sqlite:///{tmp_path}/autocommit.db",
+        SESSION_ORM_ENGINE_OPTIONS={"connect_args": {"autocommit": autocommit}},
+    )
+    db = SessionORM(app)
+    add_views(app, db)
+    with app.app_context():
+        with db.engine.begin() as connection:
+            Item.metadata.create_all(connection)
+    client = app.test_client()
+    with db.isolation(app):
+        client.post("/add/a")
+        with pytest.raises(ValueError, match="the view failed"):
+            client.post("/raise/b")
+        assert names(client) == ["a"]
+    assert count_items(db, app) == 0
+    with app.app_context():
+        db.engine.dispose()
