@@ -18,7 +18,8 @@ logger = logging.getLogger("flask_session_orm")
 
 # Keys in Session.info. The callbacks list holds (transaction, func, args, kwargs);
 # transaction is the innermost transaction at registration, or None when the
-# session had not begun one yet (the callback then belongs to the root).
+# session had not begun one and does not autobegin (the callback then belongs to
+# the next root transaction).
 _CALLBACKS = "_session_orm_on_commit"
 _COMMITTED = "_session_orm_committed"
 _WRITES = "_session_orm_writes"
@@ -107,8 +108,15 @@ def add_on_commit(
     args: tuple[t.Any, ...],
     kwargs: dict[str, t.Any],
 ) -> None:
-    """Register ``func`` to run after ``session``'s current transaction commits."""
+    """Register ``func`` to run after ``session``'s current transaction commits.
+
+    With no transaction in progress one is begun, as adding an object does, so
+    that the end of a successful request, which commits only a transaction in
+    progress, runs the callback.
+    """
     transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None and session.autobegin:
+        transaction = session.begin()
     session.info.setdefault(_CALLBACKS, []).append((transaction, func, args, kwargs))
 
 
