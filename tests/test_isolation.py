@@ -270,6 +270,22 @@ def test_sessionmaker_sessions_join_the_isolation(
     assert count_items(db, app) == 0
 
 
+def test_cli_command_joins_the_isolation(app: flask.Flask, db: SessionORM) -> None:
+    """A CLI command run with the test CLI runner commits into the isolation."""
+
+    @app.cli.command("add-item")
+    def add_item() -> None:
+        db.session.add(Item(name="from-cli"))
+        db.session.commit()
+
+    with db.isolation(app):
+        result = app.test_cli_runner().invoke(args=["add-item"])
+        assert result.exit_code == 0, result.output
+        with app.app_context():
+            assert list(db.session.scalars(sa.select(Item.name))) == ["from-cli"]
+    assert count_items(db, app) == 0
+
+
 def test_on_commit_runs_for_commits_inside_isolation(
     app: flask.Flask, db: SessionORM, client: flask.testing.FlaskClient
 ) -> None:
