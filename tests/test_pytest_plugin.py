@@ -9,6 +9,8 @@ the backend of the outer test: its URL reaches the inner session through the
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -321,3 +323,17 @@ def test_plugin_is_the_flask_session_orm_entry_point(pytester: pytest.Pytester) 
     result = pytester.runpytest("-p", "no:flask_session_orm")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'orm_session' not found*"])
+
+
+def test_plugin_import_is_cheap() -> None:
+    """Importing the plugin, as pytest does at every start, imports neither
+    Flask nor SQLAlchemy.
+    """
+    code = (
+        "import sys, flask_session_orm.pytest_plugin;"
+        " print(sorted({'flask', 'sqlalchemy'} & set(sys.modules)))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
