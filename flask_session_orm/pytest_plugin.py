@@ -99,7 +99,18 @@ def orm_session(
     app = _app(request)
     current = t.cast(t.Any, flask.current_app) if flask.has_app_context() else None
     if current is not None and current._get_current_object() is app:
-        yield orm_isolation.session
+        session = orm_isolation.session
+        isolation = getattr(session, "_orm_isolation", None)
+        if isolation is None or not isolation.active:
+            pytest.fail(
+                "The fixture 'orm_session' found that db.session of the context"
+                " pushed for this test was created before 'orm_isolation' started,"
+                " by a fixture that ran first: it is not isolated, and what it"
+                " commits is stored for real. Make the fixtures that use"
+                " db.session depend on 'orm_session' (or 'orm_isolation').",
+                pytrace=False,
+            )
+        yield session
         return
     with app.app_context():
         session = orm_isolation.session

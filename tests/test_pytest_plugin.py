@@ -70,11 +70,11 @@ def checked_out(app):
 def test_testing_page_examples(project: pytest.Pytester) -> None:
     """The testing page's tests pass: a view's commit is seen by the next
     request and by orm_session, the next test starts empty, a failing view
-    loses only its own work.
+    loses only its own work, a fixture's data reaches the request.
     """
     project.makepyfile(test_notes=example("test_notes"))
     result = project.runpytest()
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 @pytest.mark.parametrize("isolated", [True, False], ids=["orm_session", "plain"])
@@ -288,6 +288,34 @@ def test_app_without_session_orm(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*<Flask 'bare'> from the 'app' fixture, which has no SessionORM*init_app*"]
     )
+
+
+def test_session_used_before_isolation_is_refused(project: pytest.Pytester) -> None:
+    """orm_session refuses the pushed context's db.session when a fixture that
+    ran before the isolation created it, and the fixture's commit is real.
+    """
+    project.makepyfile(
+        helpers=COUNT_NOTES,
+        test_order="""
+        import pytest
+        from helpers import stored
+        from myapp import Note, db
+
+        @pytest.fixture
+        def note(app):
+            db.session.add(Note(text="from a fixture"))
+            db.session.commit()
+
+        def test_note_first(note, orm_session):
+            pass
+
+        def test_stored_for_real(app):
+            assert stored(app) == 1
+        """,
+    )
+    result = project.runpytest()
+    result.assert_outcomes(errors=1, passed=1)
+    result.stdout.fnmatch_lines(["*created before 'orm_isolation' started*"])
 
 
 def test_live_server_with_isolation_is_refused(

@@ -25,3 +25,15 @@ def test_failed_request_rolls_back_its_own_work(client, orm_isolation):
     with pytest.raises(ValueError, match="empty note"):
         client.post("/notes/import", json={"texts": ["lost", " "]})
     assert client.get("/notes").json == ["kept"]
+
+
+@pytest.fixture
+def note(orm_session):
+    note = Note(text="prepared by a fixture")
+    orm_session.add(note)
+    orm_session.commit()
+    return note
+
+
+def test_with_data_from_a_fixture(client, note):
+    assert client.get("/notes").json == [note.text]
