@@ -336,8 +336,15 @@ class SessionORM:
         the block: by the code in it, by test-client requests and by views that
         commit, on every engine of the app.
 
+        Sessions created inside the block join one transaction per engine
+        through savepoints, so their commits and rollbacks keep their meaning
+        until the block ends. What it covers and what not: :doc:`testing`.
+
         :param app: The app; default the current one. No context needs to be
             pushed when it is given.
+        :raises RuntimeError: The isolation is already active for this app.
+
+        .. versionadded:: 0.1.0
         """
         state = _scope.app_state(self, app)
         if state.isolation is not None:
