@@ -89,8 +89,14 @@ def _create_engine(spec: EngineConfig) -> sa.Engine:
 
 def _note_disconnect(context: sa.engine.ExceptionContext) -> None:
     # SQLAlchemy invalidates the connection and its pool on a disconnect; the
-    # session that used it must then be invalidated too, not rolled back.
-    if context.is_disconnect:
+    # session that used it must then be invalidated too, not rolled back. A
+    # disconnect found by the pool's pre-ping concerns an idle connection that
+    # the pool replaces at once: the session never saw it. (SQLAlchemy before
+    # 2.0.5 has no is_pre_ping; there a pre-ping is the only case without an
+    # engine.)
+    if context.is_disconnect and not getattr(
+        context, "is_pre_ping", context.engine is None
+    ):
         scope = _scope.peek()
         if scope is not None:
             scope.disconnected = True
