@@ -117,6 +117,10 @@ def discard(scope: Scope, session: orm.Session) -> None:
 def invalidate(scope: Scope, session: orm.Session) -> None:
     """Discard the session's connections and close it; never raises."""
     scope.invalidated = True
+    # The disconnect seen so far concerned this session's connections, which are
+    # discarded now; a session the scope opens afterwards is a healthy one, to be
+    # rolled back at the end rather than invalidated again.
+    scope.disconnected = False
     try:
         session.invalidate()
     except Exception:
