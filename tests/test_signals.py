@@ -421,3 +421,5 @@ def test_receivers_of_one_app_hear_only_that_app(
             db.session.execute(sa.text("SELECT 1"))
             db.session.commit()
     assert heard == [app.name]
+    with other.app_context():
+        other_db.engine.dispose()
