@@ -41,7 +41,12 @@ def _should_commit(scope: Scope, response: flask.Response) -> bool:
     if endpoint is None:
         return True
     view = scope.state.app.view_functions.get(endpoint)
-    return not getattr(view, NO_AUTOCOMMIT, False)
+    # A class-based view's function (View.as_view) does not carry the class's
+    # attributes; the class is reachable as view_class.
+    view_class = getattr(view, "view_class", None)
+    return not (
+        getattr(view, NO_AUTOCOMMIT, False) or getattr(view_class, NO_AUTOCOMMIT, False)
+    )
 
 
 def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
