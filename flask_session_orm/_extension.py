@@ -232,18 +232,36 @@ class SessionORM:
     # -- hooks -------------------------------------------------------------------
 
     def object_session(self, obj: object) -> orm.Session | None:
-        """The session that holds ``obj``, or None when it is transient or detached.
+        """Return the session that holds ``obj``, or None.
 
-        :raises TypeError: ``obj`` is not an instance of a mapped class.
+        Inside a request, every object the request loaded or added (pending or
+        persistent) is held by the request's :attr:`session`. None means ``obj``
+        is transient (never added) or detached (its session was closed, or it was
+        expunged, or deleted and committed).
+
+        :param obj: An instance of a mapped class.
+        :raises TypeError: ``obj`` is not an instance of a mapped class (a mapped
+            class itself is not); the message names what was passed.
+
+        .. versionadded:: 0.1.0
         """
         return _instance_state(obj).session
 
     def get_bind(self, obj: object) -> sa.Engine | sa.Connection:
-        """The engine (or connection) that ``obj`` talks to: a model instance (as
-        routed by the binds), a Session (its default engine), an Engine or a
-        Connection.
+        """Return the engine, or connection, that ``obj`` talks to.
 
-        :raises TypeError: ``obj`` is none of these.
+        - A model instance: the engine its model is bound to
+          (``SESSION_ORM_BINDS``, ``__bind_key__``, else ``"default"``), whether
+          the instance is transient, pending or persistent. Inside
+          :meth:`isolation` that is the isolation's connection to the engine.
+        - A :class:`~sqlalchemy.orm.Session`: its default engine.
+        - An :class:`~sqlalchemy.engine.Engine` or a
+          :class:`~sqlalchemy.engine.Connection`: itself.
+
+        :raises TypeError: ``obj`` is none of these; the message names what was
+            passed.
+
+        .. versionadded:: 0.1.0
         """
         if isinstance(obj, (sa.Engine, sa.Connection)):
             return obj
@@ -262,7 +280,16 @@ class SessionORM:
         return app_state.targets[app_state.router.for_mapper(state.mapper)]
 
     def is_deleted(self, obj: object) -> bool:
-        """Whether ``obj`` is marked deleted in its session (flushed or not)."""
+        """Return whether ``obj`` is marked deleted in its session.
+
+        True from ``session.delete(obj)`` on, before and after the flush, until
+        the transaction ends: a rollback makes the object persistent again, a
+        commit detaches it (False both).
+
+        :raises TypeError: ``obj`` is not an instance of a mapped class.
+
+        .. versionadded:: 0.1.0
+        """
         state = _instance_state(obj)
         if state.deleted:
             return True
@@ -275,11 +302,20 @@ class SessionORM:
         attrs: str | t.Iterable[str] | None = None,
         exclude: str | t.Iterable[str] | None = None,
     ) -> bool:
-        """Whether ``obj`` has unflushed changes to its attributes.
+        """Return whether ``obj`` has changes not flushed yet.
 
-        :param attrs: Only look at these attribute names (one name or several).
-        :param exclude: Look at every attribute but these.
-        :raises ValueError: A name is not an attribute of the model.
+        A change is a column attribute set to a different value (setting the
+        value it has is none), a changed relationship, or, for a new object, an
+        attribute it was given. A flush clears them. Nothing is loaded from the
+        database to answer.
+
+        :param attrs: Look only at these attributes: one name or several.
+        :param exclude: Look at every attribute but these: one name or several.
+        :raises ValueError: A name in ``attrs`` or ``exclude`` is not an attribute
+            of the model.
+        :raises TypeError: ``obj`` is not an instance of a mapped class.
+
+        .. versionadded:: 0.1.0
         """
         state = _instance_state(obj)
         names = set(state.mapper.attrs.keys())
@@ -289,9 +325,28 @@ class SessionORM:
         return any(state.attrs[name].history.has_changes() for name in selected)
 
     def invalidate(self) -> None:
-        """Invalidate the current session: its connections are discarded instead
-        of returned to the pool, it is closed, and the end of the request neither
-        commits nor raises. Using :attr:`session` afterwards gives a new session.
+        """Discard the current session and its database connections.
+
+        For a connection in a state that cannot be trusted (an interrupted
+        statement, changed connection settings, a driver error): the session's
+        connections are invalidated, closed and never returned to the pool, and
+        the session is closed, its uncommitted work and :meth:`on_commit`
+        callbacks dropped. :data:`~flask_session_orm.signals.session_invalidated`
+        is sent (not ``session_rolled_back``).
+
+        In a request, the view's response is sent, and the end of the request
+        neither commits nor raises. Using :attr:`session` afterwards gives a new,
+        working session; the rest of the request is not committed automatically
+        either, so commit explicitly what it must keep. Called before the session
+        was used, it discards nothing but still turns the automatic commit off.
+
+        The same happens by itself when a lost connection (a disconnect error)
+        reaches a request: its session is invalidated instead of rolled back, and
+        the next request gets a new connection.
+
+        Works in an app context too.
+
+        .. versionadded:: 0.1.0
         """
         scope = _scope.get(self)
         scope.invalidated = True
@@ -304,28 +359,68 @@ class SessionORM:
     def on_commit(
         self, func: t.Callable[..., object], /, *args: t.Any, **kwargs: t.Any
     ) -> None:
-        """Call ``func(*args, **kwargs)`` after the current session's transaction
-        commits. Dropped if it rolls back; registered inside a savepoint that is
-        rolled back, dropped with it. An exception in ``func`` is logged and
-        changes nothing else.
+        """Call ``func(*args, **kwargs)`` after the current transaction of
+        :attr:`session` is committed.
+
+        Callbacks run once, in registration order, right after the commit
+        succeeded; at the end of a request, before the response is returned.
+        With no transaction in progress, one is begun (as ``session.add()``
+        does) and the callback waits for its commit.
+
+        A callback never runs if its transaction is rolled back instead (an error
+        response, an exception, a failed commit, :meth:`mark_for_rollback`,
+        :meth:`invalidate`). One registered inside a savepoint
+        (``session.begin_nested()``) that is rolled back is dropped with it; the
+        others are kept.
+
+        An exception raised by ``func`` is logged with its traceback on the
+        ``flask_session_orm`` logger and changes nothing else: the data stays
+        committed, later callbacks still run, the response is unchanged. A
+        callback may use :attr:`session`; that starts a new transaction, which it
+        must commit itself.
+
+        Only for :attr:`session` (of the request or the app context), not for
+        sessions made with :attr:`sessionmaker`.
+
+        .. versionadded:: 0.1.0
         """
         add_on_commit(self.session, func, args, kwargs)
 
     def no_autocommit(self, view: F) -> F:
-        """Decorate a view so that its request is never committed automatically.
+        """Decorate a view so that its requests are never committed
+        automatically, whatever the response.
 
-        The view commits itself (``db.session.commit()``) what it wants to keep;
-        whatever is left uncommitted is rolled back at the end of the request.
-        Works above or below ``@app.route``.
+        The view commits what it keeps itself (``db.session.commit()``); what is
+        left uncommitted is rolled back at the end of the request, and the
+        session is closed as usual. Works written above or below
+        ``@app.route``, with ``add_url_rule`` and blueprints, and on class-based
+        views (decorate the class, or list it in their ``decorators``)::
+
+            @app.post("/import")
+            @db.no_autocommit
+            def import_rows():
+                ...
+
+        Returns ``view`` itself, marked.
+
+        .. versionadded:: 0.1.0
         """
         setattr(view, NO_AUTOCOMMIT, True)
         return view
 
     def mark_for_rollback(self) -> None:
-        """Roll back the current request's session at its end, whatever the
-        response. Only in a request: outside requests nothing is committed anyway.
+        """Roll back the current request at its end, whatever its response.
 
-        :raises RuntimeError: Called outside a request.
+        The response is sent as the view returned it; the automatic commit is
+        replaced by a rollback, and :meth:`on_commit` callbacks waiting for it
+        are dropped. What the view committed itself (``db.session.commit()``),
+        before or after the call, stays committed. Can be called before the
+        session is first used.
+
+        :raises RuntimeError: Called outside a request, where nothing is
+            committed automatically anyway.
+
+        .. versionadded:: 0.1.0
         """
         if not flask.has_request_context():
             raise RuntimeError(
