@@ -14,8 +14,8 @@ import typing as t
 
 import flask
 
-from . import signals
 from ._session import describe_discarded
+from ._session import send_quietly
 
 if t.TYPE_CHECKING:
     import sqlalchemy.orm as orm
@@ -130,7 +130,7 @@ def invalidate(scope: Scope, session: orm.Session) -> None:
         session.invalidate()
     except Exception:
         logger.exception("Invalidating the session failed.")
-    signals.session_invalidated.send(scope.state.app, session=session)
+    send_quietly("session_invalidated", scope.state.app, session)
 
 
 def end_scope(scope: Scope) -> None:

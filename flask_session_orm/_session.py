@@ -138,6 +138,18 @@ def _after_commit(session: orm.Session) -> None:
             session.info[_COMMITTED] = True
 
 
+def send_quietly(name: str, app: t.Any, session: orm.Session) -> None:
+    """Send the signal ``name``; a receiver's exception is logged, not raised."""
+    # These signals are sent from inside a commit, a rollback or an
+    # invalidation. A receiver that raises must not turn a stored commit into an
+    # error response and skip the on_commit callbacks, nor make a rollback look
+    # failed (which invalidates a healthy connection), nor break a teardown.
+    try:
+        getattr(signals, name).send(app, session=session)
+    except Exception:
+        logger.exception("A receiver of the signal %s raised an exception.", name)
+
+
 @sa.event.listens_for(Session, "after_flush")
 def _after_flush(session: orm.Session, flush_context: t.Any) -> None:
     session.info[_WRITES] = True
@@ -149,7 +161,7 @@ def _after_soft_rollback(
 ) -> None:
     if previous_transaction.parent is None:
         app = t.cast(Session, session)._orm_state.app
-        signals.session_rolled_back.send(app, session=session)
+        send_quietly("session_rolled_back", app, session)
     elif previous_transaction.nested:
         callbacks = session.info.get(_CALLBACKS)
         if callbacks:
@@ -172,7 +184,7 @@ def _after_transaction_end(
     if not info.pop(_COMMITTED, False):
         return
     app = t.cast(Session, session)._orm_state.app
-    signals.session_committed.send(app, session=session)
+    send_quietly("session_committed", app, session)
     # The root transaction is closed at this point, so a callback that uses the
     # session starts a new transaction instead of failing in a committed one.
     for _transaction, func, args, kwargs in callbacks or ():
