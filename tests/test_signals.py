@@ -14,6 +14,7 @@ from flask_session_orm import SessionORM
 from flask_session_orm import signals
 
 from .conftest import Item
+from .conftest import checked_out
 from .conftest import count_items
 
 SIGNALS = {
@@ -423,3 +424,70 @@ def test_receivers_of_one_app_hear_only_that_app(
     assert heard == [app.name]
     with other.app_context():
         other_db.engine.dispose()
+
+
+# -- receivers that raise ------------------------------------------------------------
+
+
+def test_raising_committed_receiver_changes_nothing_else(
+    app: flask.Flask, db: SessionORM, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session_committed receiver that raises is logged with its traceback; the
+    commit stands, the on_commit callbacks still run, the response is unchanged.
+    """
+    calls: list[str] = []
+
+    def broken(sender: flask.Flask, session: orm.Session) -> None:
+        raise LookupError("receiver failed")
+
+    @app.get("/")
+    def view() -> str:
+        db.session.add(Item(name="a"))
+        db.on_commit(calls.append, "callback")
+        return "ok"
+
+    with signals.session_committed.connected_to(broken, sender=app):
+        response = app.test_client().get("/")
+    assert (response.status_code, response.data) == (200, b"ok")
+    assert calls == ["callback"]
+    assert count_items(db, app) == 1
+    [record] = [r for r in caplog.records if r.name == "flask_session_orm"]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], LookupError)
+    assert "session_committed" in record.getMessage()
+
+
+@pytest.mark.parametrize("name", ["rolled_back", "invalidated"])
+def test_raising_rollback_receivers_change_nothing_else(
+    app: flask.Flask,
+    db: SessionORM,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+) -> None:
+    """A session_rolled_back or session_invalidated receiver that raises is logged;
+    the request still ends with its own response, nothing is committed, and no
+    connection is left checked out.
+    """
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    def broken(sender: flask.Flask, session: orm.Session) -> None:
+        raise LookupError("receiver failed")
+
+    @app.get("/")
+    def view() -> tuple[str, int]:
+        db.session.add(Item(name="a"))
+        db.session.flush()
+        if name == "invalidated":
+            db.invalidate()
+            return "invalidated", 200
+        return "rejected", 422
+
+    with SIGNALS[name].connected_to(broken, sender=app):
+        response = app.test_client().get("/")
+    expected = (200, b"invalidated") if name == "invalidated" else (422, b"rejected")
+    assert (response.status_code, response.data) == expected
+    assert count_items(db, app) == 0
+    assert checked_out(db, app) == 0
+    [record] = [r for r in caplog.records if r.name == "flask_session_orm"]
+    assert isinstance(t.cast(t.Any, record.exc_info)[1], LookupError)
+    assert f"session_{name}" in record.getMessage()
