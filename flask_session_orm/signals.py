@@ -10,6 +10,11 @@ requests, of app contexts and those made with :attr:`.SessionORM.sessionmaker`::
     def log_commit(sender, session, **extra):
         sender.logger.info("committed %r", session)
 
+Each is sent once per event it names, and never otherwise. Receivers of
+``session_committed``, ``session_rolled_back`` and ``session_invalidated`` run
+inside the commit, rollback or invalidation: an exception they raise is logged
+(logger ``flask_session_orm``) and changes neither the outcome nor the response.
+
 .. versionadded:: 0.1.0
 """
 
@@ -19,18 +24,27 @@ import blinker
 
 _signals = blinker.Namespace()
 
-#: Sent when a session is created.
+#: Sent when a session is created: in a request or an app context at the first
+#: use of :attr:`.SessionORM.session` (a request that never uses it sends
+#: nothing), or by :attr:`.SessionORM.sessionmaker`.
 session_created = _signals.signal("session-orm-session-created")
 
 #: Sent after a session's (root) transaction is committed, before the
-#: :meth:`.SessionORM.on_commit` callbacks run. Releasing a savepoint does not send it.
+#: :meth:`.SessionORM.on_commit` callbacks run. Releasing a savepoint does not send
+#: it, nor does the end of a request that has no transaction in progress (its view
+#: committed or rolled back itself and did nothing since).
 session_committed = _signals.signal("session-orm-session-committed")
 
 #: Sent after a session's (root) transaction is rolled back, explicitly or at the
-#: end of its request or app context. Rolling back a savepoint does not send it.
+#: end of its request or app context; also when the request's commit failed.
+#: Rolling back a savepoint does not send it, and neither does closing a session
+#: with a transaction open (``Session.close()``, the end of a
+#: ``with db.sessionmaker() as session:`` block) or invalidating it.
 session_rolled_back = _signals.signal("session-orm-session-rolled-back")
 
 #: Sent after a session is invalidated: its connections were discarded instead of
-#: being returned to the pool, by :meth:`.SessionORM.invalidate` or after a
-#: disconnect.
+#: being returned to the pool, by :meth:`.SessionORM.invalidate` or at the end of
+#: a request whose connection was lost (a disconnect error). ``session_rolled_back``
+#: is not sent for it. Calling ``invalidate()`` on a session yourself does not
+#: send it.
 session_invalidated = _signals.signal("session-orm-session-invalidated")
