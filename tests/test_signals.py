@@ -402,6 +402,18 @@ def test_sessionmaker_session(
     assert count_items(db, app) == 1
 
 
+def test_invalidating_a_sessionmaker_session_yourself_sends_nothing(
+    app: flask.Flask, db: SessionORM, recorder: Recorder
+) -> None:
+    """Session.invalidate() called on a session directly sends neither
+    invalidated nor rolled_back: only db.invalidate() and lost connections do.
+    """
+    with app.app_context(), db.sessionmaker() as session:
+        session.execute(sa.text("SELECT 1"))
+        session.invalidate()
+    assert recorder.names() == ["created"]
+
+
 def test_receivers_of_one_app_hear_only_that_app(
     app: flask.Flask, db: SessionORM, tmp_path: t.Any
 ) -> None:
