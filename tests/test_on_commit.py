@@ -325,3 +325,24 @@ def test_commit_failing_at_commit_time_runs_no_callback(
 
     assert app.test_client().get("/").status_code == 500
     assert calls == []
+
+
+def test_callbacks_inside_isolation(
+    app: flask.Flask, db: SessionORM, calls: list[t.Any]
+) -> None:
+    """Inside db.isolation() a request's commit (a savepoint release underneath)
+    runs its callbacks and a failed request's are dropped, as without isolation.
+    """
+
+    @app.get("/<int:status>")
+    def view(status: int) -> tuple[str, int]:
+        db.session.add(Item(name=f"item-{status}"))
+        db.on_commit(calls.append, status)
+        return "done", status
+
+    with db.isolation(app):
+        client = app.test_client()
+        assert client.get("/200").status_code == 200
+        assert client.get("/400").status_code == 400
+        assert calls == [200]
+    assert count_items(db, app) == 0
