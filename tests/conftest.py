@@ -96,6 +96,24 @@ def client(app: flask.Flask, db: SessionORM) -> flask.testing.FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def outside_requests() -> t.Iterator[None]:
+    """Pop the request context pytest-flask pushes around every test that uses
+    ``app``, so that the test body runs outside any request (as a CLI command, a
+    job or a pre-forking server's master does) and what it does inside
+    ``app.app_context()`` ends with that context.
+    """
+    if not flask.has_request_context():
+        yield
+        return
+    ctx = flask.globals.request_ctx._get_current_object()  # type: ignore[attr-defined]
+    ctx.pop()
+    try:
+        yield
+    finally:
+        ctx.push()
+
+
 def count_items(db: SessionORM, app: flask.Flask) -> int:
     """How many items are stored, read through a fresh connection."""
     with app.app_context(), db.engine.connect() as connection:

@@ -22,6 +22,8 @@ pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX only"),
     # Children share the parent's sockets only with a network database.
     pytest.mark.parametrize("backend", ["postgresql"]),
+    # The test bodies run outside any request, as a pre-forking server's master.
+    pytest.mark.usefixtures("outside_requests"),
 ]
 
 CHILDREN = 4
@@ -30,22 +32,6 @@ PID = sa.text("SELECT pg_backend_pid()")
 # A query that keeps the server busy for a moment, so the children's and the
 # parent's statements overlap on the wire.
 WORK = sa.text("SELECT count(*) FROM generate_series(1, 20000) AS g(n) WHERE n % 7 = 0")
-
-
-@pytest.fixture(autouse=True)
-def _outside_requests() -> t.Iterator[None]:
-    """Pop the request context pytest-flask pushes around every test, so that the
-    test body runs outside any request, as a pre-forking server's master does.
-    """
-    if not flask.has_request_context():
-        yield
-        return
-    ctx = flask.globals.request_ctx._get_current_object()
-    ctx.pop()
-    try:
-        yield
-    finally:
-        ctx.push()
 
 
 def fork() -> int:

@@ -41,21 +41,8 @@ class Unmapped:
     pass
 
 
-@pytest.fixture(autouse=True)
-def _outside_requests() -> t.Iterator[None]:
-    """Pop the request context pytest-flask pushes around every test, so that the
-    test body runs outside any request, as a CLI command or a job does, and what
-    it does in ``app.app_context()`` ends with that context.
-    """
-    if not flask.has_request_context():
-        yield
-        return
-    ctx = flask.globals.request_ctx._get_current_object()
-    ctx.pop()
-    try:
-        yield
-    finally:
-        ctx.push()
+# The test bodies run outside any request, as a CLI command or a job does.
+pytestmark = pytest.mark.usefixtures("outside_requests")
 
 
 @pytest.fixture

@@ -56,20 +56,8 @@ def recorder() -> t.Iterator[Recorder]:
     recorder.disconnect()
 
 
-@pytest.fixture(autouse=True)
-def _outside_requests() -> t.Iterator[None]:
-    """Pop the request context pytest-flask pushes around every test, so that the
-    test body runs outside any request, as a CLI command or a job does.
-    """
-    if not flask.has_request_context():
-        yield
-        return
-    ctx = flask.globals.request_ctx._get_current_object()
-    ctx.pop()
-    try:
-        yield
-    finally:
-        ctx.push()
+# The test bodies run outside any request, as a CLI command or a job does.
+pytestmark = pytest.mark.usefixtures("outside_requests")
 
 
 def only(recorder: Recorder, app: flask.Flask, session: object) -> list[str]:
