@@ -27,13 +27,13 @@ from ._dbshell import run_client
 
 if t.TYPE_CHECKING:
     from ._extension import SessionORM
-    from ._extension import _AppState
+    from ._state import AppState
 
 
 # -- flask db-shell -c "SQL" -----------------------------------------------------
 
 
-def execute(state: _AppState, name: str, sql: str) -> tuple[list[str] | None, t.Any]:
+def execute(state: AppState, name: str, sql: str) -> tuple[list[str] | None, t.Any]:
     """Run ``sql`` on the engine ``name`` in a transaction committed on success.
 
     :return: ``(columns, rows)`` for a statement that returns rows, else

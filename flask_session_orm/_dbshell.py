@@ -24,7 +24,7 @@ from ._config import is_sqlite_memory
 from ._config import render_url
 
 if t.TYPE_CHECKING:
-    from ._extension import _AppState
+    from ._state import AppState
 
 
 @dataclasses.dataclass
@@ -225,7 +225,7 @@ _CLIENTS: dict[str, tuple[str, tuple[str, ...], str, _Builder]] = {
 
 
 def client_command(
-    state: _AppState, name: str, extra: t.Sequence[str] = ()
+    state: AppState, name: str, extra: t.Sequence[str] = ()
 ) -> ClientCommand:
     """The client command for the engine ``name`` of an app.
 

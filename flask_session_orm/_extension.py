@@ -1,12 +1,10 @@
-"""The SessionORM extension object and the state it keeps per app."""
+"""The SessionORM extension object: init_app and the public methods."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import types
 import typing as t
-import weakref
 
 import flask
 import sqlalchemy as sa
@@ -15,91 +13,16 @@ import sqlalchemy.orm as orm
 from . import _cli
 from . import _scope
 from ._binds import DEFAULT
-from ._binds import Router
-from ._config import Config
 from ._config import ConfigKeyError
-from ._config import EngineConfig
-from ._config import hide_password
 from ._config import read_config
-from ._config import render_url
 from ._isolation import Isolation
 from ._lifecycle import NO_AUTOCOMMIT
 from ._lifecycle import invalidate as _invalidate_session
 from ._session import Session
 from ._session import add_on_commit
+from ._state import AppState
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-
-# Every engine this extension created, so that a forked child (gunicorn or uWSGI
-# with preload, multiprocessing, Celery) drops the pooled connections it inherited
-# instead of sharing their sockets with the parent. dispose(close=False) leaves the
-# parent's connections alone and gives the child a fresh pool.
-_all_engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-
-
-def _dispose_after_fork() -> None:
-    for engine in list(_all_engines):
-        engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_dispose_after_fork)
-
-
-class _AppState:
-    """What one :class:`SessionORM` keeps for one app, in ``app.extensions``."""
-
-    def __init__(self, db: SessionORM, app: flask.Flask, config: Config) -> None:
-        self.db = db
-        self.app = app
-        self.config = config
-        self.engines: dict[str, sa.Engine] = {
-            name: _create_engine(spec) for name, spec in config.engines.items()
-        }
-        self.engine_names: dict[sa.Engine, str] = {
-            engine: name for name, engine in self.engines.items()
-        }
-        self.router = Router(self.engines, config.binds)
-        self.isolation: Isolation | None = None
-        self.sessionmaker: orm.sessionmaker[Session] = orm.sessionmaker(
-            class_=Session, orm_state=self, **config.session_options
-        )
-
-    @property
-    def targets(self) -> t.Mapping[str, sa.Engine | sa.Connection]:
-        """Engines, or the isolation connections while a test isolates."""
-        if self.isolation is not None:
-            return self.isolation.connections
-        return self.engines
-
-
-def _create_engine(spec: EngineConfig) -> sa.Engine:
-    try:
-        engine = sa.create_engine(spec.url, **spec.options)
-    except Exception as e:
-        # The original error may quote the URL; show only the sanitized text.
-        raise ValueError(
-            f"Config key {spec.key!r} could not create the engine {spec.name!r} for"
-            f" {render_url(spec.url)!r}: {hide_password(f'{type(e).__name__}: {e}')}"
-        ) from None
-    sa.event.listen(engine, "handle_error", _note_disconnect)
-    _all_engines.add(engine)
-    return engine
-
-
-def _note_disconnect(context: sa.engine.ExceptionContext) -> None:
-    # SQLAlchemy invalidates the connection and its pool on a disconnect; the
-    # session that used it must then be invalidated too, not rolled back. A
-    # disconnect found by the pool's pre-ping concerns an idle connection that
-    # the pool replaces at once: the session never saw it. (SQLAlchemy before
-    # 2.0.5 has no is_pre_ping; there a pre-ping is the only case without an
-    # engine.)
-    if context.is_disconnect and not getattr(
-        context, "is_pre_ping", context.engine is None
-    ):
-        scope = _scope.peek()
-        if scope is not None:
-            scope.disconnected = True
 
 
 class SessionORM:
@@ -148,7 +71,7 @@ class SessionORM:
             engine_defaults=self._engine_options,
             session_defaults=self._session_options,
         )
-        app.extensions[_scope.EXTENSION_KEY] = _AppState(self, app, config)
+        app.extensions[_scope.EXTENSION_KEY] = AppState(self, app, config)
         app.teardown_request(_scope.teardown_request)
         app.teardown_appcontext(_scope.teardown_appcontext)
         _scope.watch_exceptions(app, self)

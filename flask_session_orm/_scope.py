@@ -19,7 +19,7 @@ from ._session import note_statement
 
 if t.TYPE_CHECKING:
     from ._extension import SessionORM
-    from ._extension import _AppState
+    from ._state import AppState
 
 KEY = "_session_orm"
 EXTENSION_KEY = "session_orm"
@@ -41,7 +41,7 @@ class Scope:
         "state",
     )
 
-    def __init__(self, state: _AppState, in_request: bool) -> None:
+    def __init__(self, state: AppState, in_request: bool) -> None:
         self.state = state
         self.in_request = in_request
         self.session: orm.Session | None = None
@@ -101,7 +101,7 @@ def _holder() -> tuple[dict[str, t.Any], bool]:
     )
 
 
-def app_state(db: SessionORM, app: flask.Flask | None = None) -> _AppState:
+def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
     """The state ``db`` keeps for ``app`` (default: the current app)."""
     if app is None:
         if not flask.has_app_context():
@@ -110,7 +110,7 @@ def app_state(db: SessionORM, app: flask.Flask | None = None) -> _AppState:
                 " inside a request, a CLI command or 'with app.app_context():'."
             )
         app = t.cast(t.Any, flask.current_app)._get_current_object()
-    state: _AppState | None = app.extensions.get(EXTENSION_KEY)
+    state: AppState | None = app.extensions.get(EXTENSION_KEY)
     if state is None or state.db is not db:
         raise RuntimeError(
             f"The Flask app {app.name!r} is not registered with this SessionORM"

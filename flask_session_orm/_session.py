@@ -12,7 +12,7 @@ import sqlalchemy.orm as orm
 from . import signals
 
 if t.TYPE_CHECKING:
-    from ._extension import _AppState
+    from ._state import AppState
 
 logger = logging.getLogger("flask_session_orm")
 
@@ -41,7 +41,7 @@ class Session(orm.Session):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, *, orm_state: _AppState, **kwargs: t.Any) -> None:
+    def __init__(self, *, orm_state: AppState, **kwargs: t.Any) -> None:
         isolation = orm_state.isolation
         if isolation is not None:
             # Join the outer transaction of db.isolation() and turn this session's

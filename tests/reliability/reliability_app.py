@@ -116,9 +116,9 @@ def create_app() -> flask.Flask:
         if os.environ.get("RELIABILITY_SKIP_FORK_DISPOSE") == "1":
             # Negative control only: take the engine out of the extension's
             # after-fork disposal, so forked workers share the master's socket.
-            from flask_session_orm import _extension
+            from flask_session_orm import _state
 
-            _extension._all_engines.discard(db.engine)
+            _state._all_engines.discard(db.engine)
         # With --preload this runs in the gunicorn master before it forks, and
         # leaves a pooled connection behind that the workers must not share.
         db.session.execute(sa.select(sa.func.count()).select_from(RelItem))
