@@ -73,7 +73,6 @@ class SessionORM:
         )
         app.extensions[_scope.EXTENSION_KEY] = AppState(self, app, config)
         app.teardown_request(_scope.teardown_request)
-        app.teardown_appcontext(_scope.teardown_appcontext)
         _scope.watch_exceptions(app, self)
         _cli.init_cli(app, self)
 

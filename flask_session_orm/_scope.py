@@ -8,6 +8,7 @@ requests. Outside requests it lives on the app context's ``g``.
 
 from __future__ import annotations
 
+import threading
 import typing as t
 
 import flask
@@ -63,6 +64,8 @@ class Scope:
 
     def open(self) -> orm.Session:
         """Create this scope's session."""
+        if not self.in_request:
+            _watch_app_contexts(self.state.app)
         session = self.state.sessionmaker()
         if not self.in_request:
             # Lets the app-context teardown say what it discards; request
@@ -145,6 +148,26 @@ def teardown_request(exc: BaseException | None) -> None:
     if scope is not None and not scope.deferred:
         del attributes[KEY]
         _lifecycle.end_scope(scope)
+
+
+_watch_lock = threading.Lock()
+
+
+def _watch_app_contexts(app: flask.Flask) -> None:
+    """Register :func:`teardown_appcontext` on ``app`` when its first session
+    outside a request is created.
+
+    Every teardown function registered on an app runs for every request, used or
+    not. Sessions outside requests belong to CLI commands, jobs and tests; a web
+    server typically never creates one, and then its requests do not pay for this
+    teardown. Flask refuses ``@app.teardown_appcontext`` once the app has served a
+    request, so the function is added to the documented list directly, once.
+    """
+    functions = app.teardown_appcontext_funcs
+    if teardown_appcontext not in functions:
+        with _watch_lock:
+            if teardown_appcontext not in functions:
+                functions.append(teardown_appcontext)
 
 
 def teardown_appcontext(exc: BaseException | None) -> None:

@@ -302,3 +302,26 @@ def test_session_on_unregistered_app(tmp_path: t.Any) -> None:
         pytest.raises(RuntimeError, match="'bare' is not registered"),
     ):
         _ = db.sessionmaker
+
+
+def test_app_context_teardown_registered_on_first_use(
+    plain: tuple[flask.Flask, SessionORM],
+) -> None:
+    """Requests pay for no app-context teardown until a session outside a request
+    exists; from then on it is registered once and ends those sessions.
+    """
+    app, db = plain
+    from flask_session_orm._scope import teardown_appcontext
+
+    @app.get("/")
+    def index() -> str:
+        return str(len(db.session.scalars(sa.select(Item)).all()))
+
+    assert app.test_client().get("/").data == b"0"
+    assert teardown_appcontext not in app.teardown_appcontext_funcs
+    for _ in range(2):
+        with app.app_context():
+            db.session.add(Item(name="discarded"))
+    assert app.teardown_appcontext_funcs.count(teardown_appcontext) == 1
+    assert count_items(db, app) == 0
+    assert checked_out(db, app) == 0
