@@ -548,6 +548,10 @@ def run_flask(
         **kwargs.pop("env", {}),
     }
     command = [sys.executable, "-m", "flask", "--app", str(SUPPORT / "cli_app.py")]
+    # flask starts with Ctrl-C at its default, as from an interactive shell, even
+    # when this test run was started in the background (which ignores SIGINT and
+    # passes that on to every child).
+    kwargs.setdefault("preexec_fn", _default_sigint)
     return subprocess.run(
         [*command, *args],
         env=env,
@@ -556,6 +560,10 @@ def run_flask(
         timeout=60,
         **kwargs,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 REAL_CLIENT_ARGS = {
