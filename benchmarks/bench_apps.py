@@ -95,15 +95,6 @@ def prepare_database(url: str) -> None:
         engine.dispose()
 
 
-def drop_database(url: str) -> None:
-    """Drop the benchmark table."""
-    engine = sa.create_engine(url)
-    try:
-        Base.metadata.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 def add_views(
     app: flask.Flask,
     get_session: GetSession | None,

@@ -74,7 +74,9 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="flask-session-orm-profile-"))
-    url = args.postgres or f"sqlite:///{workdir / 'bench.db'}"
+    url, schema = f"sqlite:///{workdir / 'bench.db'}", None
+    if args.postgres:
+        url, schema = run.own_schema(args.postgres)
     bench_apps.prepare_database(url)
     method, path = bench_apps.ROUTES[args.scenario]
 
@@ -117,8 +119,8 @@ def main() -> int:
             if diff:
                 print(f"{diff:+8.1f}  {filename}:{line} {name}")
     finally:
-        if args.postgres:
-            bench_apps.drop_database(url)
+        if schema is not None:
+            run.drop_schema(args.postgres, schema)
     return 0
 
 

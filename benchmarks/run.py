@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import shutil
 import sqlite3
 import statistics
@@ -67,8 +68,8 @@ FULL = Settings(
     rounds=60,
     batch_seconds=0.025,
     warmup_seconds=0.2,
-    server_seconds=3.0,
-    server_rounds=2,
+    server_seconds=2.5,
+    server_rounds=3,
     rss_requests=(1_000, 100_000),
     rss_reference=True,
     server_cells=(("noop", "sqlite"), ("read", "sqlite"), ("read", "postgresql")),
@@ -445,8 +446,11 @@ def section_rss(
                 "scenario": "read",
                 "requests": list(settings.rss_requests),
             }
+            # The spec goes through stdin: the URL may hold a password, which
+            # must not show on a command line.
             done = subprocess.run(
-                [sys.executable, __file__, "--rss-child", json.dumps(spec)],
+                [sys.executable, __file__, "--rss-child"],
+                input=json.dumps(spec),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -578,6 +582,36 @@ def machine() -> dict[str, t.Any]:
 
 # -- main -------------------------------------------------------------------------
 
+
+def own_schema(url: str) -> tuple[str, str]:
+    """Create a PostgreSQL schema for this run alone; return the URL that uses it
+    (through the connection's search_path) and its name.
+
+    Two runs on one database (or a run and a developer's test) then never see,
+    drop or fill each other's benchmark table. Every variant gets the same URL.
+    """
+    schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    finally:
+        engine.dispose()
+    parsed = sa.make_url(url)
+    options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
+    parsed = parsed.update_query_dict({"options": options})
+    return parsed.render_as_string(hide_password=False), schema
+
+
+def drop_schema(url: str, schema: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        engine.dispose()
+
+
 SECTIONS = {
     "inprocess": section_inprocess,
     "scale": section_scale,
@@ -607,10 +641,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="output directory (default: benchmarks/results)"
     )
-    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
-        print(json.dumps(rss_child(json.loads(args.rss_child))))
+        print(json.dumps(rss_child(json.loads(sys.stdin.read()))))
         return 0
 
     settings = QUICK if args.quick else FULL
@@ -618,8 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flask-session-orm-bench-"))
     backends = {"sqlite": f"sqlite:///{workdir / 'bench.db'}"}
     notes = []
+    schema = None
     if args.postgres:
-        backends["postgresql"] = args.postgres
+        backends["postgresql"], schema = own_schema(args.postgres)
     else:
         notes.append(
             "PostgreSQL rows are skipped: neither --postgres nor TEST_POSTGRES_URL"
@@ -649,9 +684,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = section(backends, settings, workdir)
             log(f"  {name}: {time.perf_counter() - section_start:.0f} s")
     finally:
-        for backend, url in backends.items():
-            if backend != "sqlite":
-                bench_apps.drop_database(url)
+        if schema is not None:
+            drop_schema(args.postgres, schema)
         shutil.rmtree(workdir, ignore_errors=True)
     results["load_after"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
