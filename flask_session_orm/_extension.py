@@ -306,7 +306,7 @@ class SessionORM:
 
         .. versionadded:: 0.1.0
         """
-        add_on_commit(self.session, func, args, kwargs)
+        add_on_commit(t.cast(Session, self.session), func, args, kwargs)
 
     def no_autocommit(self, view: F) -> F:
         """Decorate a view so that its requests are never committed

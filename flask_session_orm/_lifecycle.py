@@ -28,24 +28,17 @@ logger = logging.getLogger("flask_session_orm")
 NO_AUTOCOMMIT = "_session_orm_no_autocommit"
 
 
-def _should_commit(scope: Scope, response: flask.Response) -> bool:
-    if (
-        response.status_code >= 400
-        or scope.raised
-        or scope.rollback_only
-        or scope.invalidated
-        or not scope.state.config.commit_on_success
-    ):
-        return False
-    endpoint = flask.request.endpoint
+def _opted_out(app: flask.Flask) -> bool:
+    """Whether the request's view is marked with :meth:`.SessionORM.no_autocommit`."""
+    request = flask.request._get_current_object()  # type: ignore[attr-defined]
+    endpoint = request.endpoint
     if endpoint is None:
-        return True
-    view = scope.state.app.view_functions.get(endpoint)
+        return False
+    view = app.view_functions.get(endpoint)
     # A class-based view's function (View.as_view) does not carry the class's
     # attributes; the class is reachable as view_class.
-    view_class = getattr(view, "view_class", None)
-    return not (
-        getattr(view, NO_AUTOCOMMIT, False) or getattr(view_class, NO_AUTOCOMMIT, False)
+    return getattr(view, NO_AUTOCOMMIT, False) or getattr(
+        getattr(view, "view_class", None), NO_AUTOCOMMIT, False
     )
 
 
@@ -61,7 +54,14 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
     session = scope.session
     if session is None:
         return response
-    if not _should_commit(scope, response):
+    if (
+        response.status_code >= 400
+        or scope.raised
+        or scope.rollback_only
+        or scope.invalidated
+        or not scope.state.config.commit_on_success
+        or _opted_out(scope.state.app)
+    ):
         discard(scope, session)
         return _close_after_stream(scope, response)
     if not session.in_transaction():

@@ -8,14 +8,15 @@ requests. Outside requests it lives on the app context's ``g``.
 
 from __future__ import annotations
 
+import functools
 import threading
 import typing as t
 
 import flask
 import sqlalchemy as sa
-import sqlalchemy.orm as orm
 
 from . import _lifecycle
+from ._session import Session
 from ._session import note_statement
 
 if t.TYPE_CHECKING:
@@ -27,59 +28,51 @@ EXTENSION_KEY = "session_orm"
 
 
 class Scope:
-    """One request's or one app context's session and end-of-scope decisions."""
+    """One request's or one app context's session and end-of-scope decisions.
 
-    __slots__ = (
-        "deferred",
-        "disconnected",
-        "finished",
-        "hooked",
-        "in_request",
-        "invalidated",
-        "raised",
-        "rollback_only",
-        "session",
-        "state",
-    )
+    The flags are class attributes, so that creating a scope (once per request
+    that uses the database) sets only what differs from them.
+    """
+
+    #: The session, created on first use of ``db.session``.
+    session: Session | None = None
+    #: The commit decision was taken (the end-of-request function ran).
+    finished = False
+    #: The end-of-request function is registered.
+    hooked = False
+    #: db.invalidate() was called: never commit this scope automatically.
+    invalidated = False
+    #: db.mark_for_rollback() was called.
+    rollback_only = False
+    #: An exception escaped the view (even if an error handler answered it).
+    raised = False
+    #: A disconnect error was seen: discard connections instead of rolling back.
+    disconnected = False
+    #: The response is streamed: the session is closed when the stream ends,
+    #: not in teardown.
+    deferred = False
 
     def __init__(self, state: AppState, in_request: bool) -> None:
         self.state = state
         self.in_request = in_request
-        self.session: orm.Session | None = None
-        #: The commit decision was taken (after_this_request ran).
-        self.finished = False
-        #: The end-of-request function is registered.
-        self.hooked = False
-        #: db.invalidate() was called: never commit this scope automatically.
-        self.invalidated = False
-        #: db.mark_for_rollback() was called.
-        self.rollback_only = False
-        #: An exception escaped the view (even if an error handler answered it).
-        self.raised = False
-        #: A disconnect error was seen: discard connections instead of rolling back.
-        self.disconnected = False
-        #: The response is streamed: the session is closed when the stream ends,
-        #: not in teardown.
-        self.deferred = False
 
-    def open(self) -> orm.Session:
+    def open(self) -> Session:
         """Create this scope's session."""
-        if not self.in_request:
+        if self.in_request:
+            session = self.state.sessionmaker()
+            if not self.hooked:
+                self.hooked = True
+                flask.after_this_request(
+                    functools.partial(_lifecycle.finish_request, self)
+                )
+        else:
             _watch_app_contexts(self.state.app)
-        session = self.state.sessionmaker()
-        if not self.in_request:
+            session = self.state.sessionmaker()
             # Lets the app-context teardown say what it discards; request
             # sessions do not pay for it.
             sa.event.listen(session, "do_orm_execute", note_statement)
         self.session = session
-        if self.in_request and not self.hooked:
-            self.hooked = True
-            flask.after_this_request(self.after_request)
         return session
-
-    def after_request(self, response: flask.Response) -> flask.Response:
-        """Take the commit decision for this request."""
-        return _lifecycle.finish_request(self, response)
 
 
 def _request_dict() -> dict[str, t.Any]:
@@ -93,8 +86,12 @@ def _g_dict() -> dict[str, t.Any]:
 
 
 def _holder() -> tuple[dict[str, t.Any], bool]:
-    if flask.has_request_context():
+    try:
         return _request_dict(), True
+    except RuntimeError:
+        # Not in a request: the cheap test comes first for requests, the
+        # common case.
+        pass
     if flask.has_app_context():
         return _g_dict(), False
     raise RuntimeError(
@@ -107,12 +104,13 @@ def _holder() -> tuple[dict[str, t.Any], bool]:
 def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
     """The state ``db`` keeps for ``app`` (default: the current app)."""
     if app is None:
-        if not flask.has_app_context():
+        try:
+            app = t.cast(t.Any, flask.current_app)._get_current_object()
+        except RuntimeError:
             raise RuntimeError(
                 "Working outside of application context: pass the app, or use this"
                 " inside a request, a CLI command or 'with app.app_context():'."
-            )
-        app = t.cast(t.Any, flask.current_app)._get_current_object()
+            ) from None
     state: AppState | None = app.extensions.get(EXTENSION_KEY)
     if state is None or state.db is not db:
         raise RuntimeError(
@@ -134,8 +132,10 @@ def get(db: SessionORM) -> Scope:
 
 def peek() -> Scope | None:
     """The current scope if one exists; never creates one, never raises."""
-    if flask.has_request_context():
+    try:
         return _request_dict().get(KEY)
+    except RuntimeError:
+        pass
     if flask.has_app_context():
         return _g_dict().get(KEY)
     return None

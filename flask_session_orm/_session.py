@@ -6,6 +6,7 @@ import logging
 import re
 import typing as t
 
+import blinker
 import sqlalchemy as sa
 import sqlalchemy.orm as orm
 
@@ -16,13 +17,14 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_session_orm")
 
-# Keys in Session.info. The callbacks list holds (transaction, func, args, kwargs);
-# transaction is the innermost transaction at registration, or None when the
-# session had not begun one and does not autobegin (the callback then belongs to
-# the next root transaction).
-_CALLBACKS = "_session_orm_on_commit"
-_COMMITTED = "_session_orm_committed"
-_WRITES = "_session_orm_writes"
+# An on_commit callback as (transaction, func, args, kwargs); transaction is the
+# innermost transaction at registration, or None when the session had not begun
+# one and does not autobegin (the callback then belongs to the next root
+# transaction).
+Callback: t.TypeAlias = (
+    "tuple[orm.SessionTransaction | None, t.Callable[..., object],"
+    " tuple[t.Any, ...], dict[str, t.Any]]"
+)
 
 # Text statements that cannot write, so that an app context which only ran them
 # does not warn about discarded writes.
@@ -50,12 +52,23 @@ class Session(orm.Session):
             self._orm_targets: t.Mapping[str, Bind] = isolation.connections
         else:
             self._orm_targets = orm_state.engines
+        # The bookkeeping is kept in attributes rather than in Session.info,
+        # which SQLAlchemy creates on first access: a request that never
+        # registers a callback then creates no dictionary for it.
+        #: The on_commit callbacks waiting for the root transaction.
+        self._orm_callbacks: list[Callback] | None = None
+        #: The root transaction committed; set until it has ended.
+        self._orm_committed = False
+        #: The open transaction flushed or executed something that may write.
+        self._orm_writes = False
         super().__init__(**kwargs)
         if isolation is not None:
             isolation.sessions.add(self)
         self._orm_isolation = isolation
         self._orm_state = orm_state
-        signals.session_created.send(orm_state.app, session=self)
+        signal = signals.session_created
+        if signal.receivers:
+            signal.send(orm_state.app, session=self)
 
     def get_bind(
         self,
@@ -82,7 +95,7 @@ class Session(orm.Session):
 
     def close(self) -> None:
         super().close()
-        self.info.pop(_CALLBACKS, None)
+        self._orm_callbacks = None
 
     def invalidate(self) -> None:
         isolation = self._orm_isolation
@@ -99,11 +112,11 @@ class Session(orm.Session):
                 super().invalidate()
         else:
             super().invalidate()
-        self.info.pop(_CALLBACKS, None)
+        self._orm_callbacks = None
 
 
 def add_on_commit(
-    session: orm.Session,
+    session: Session,
     func: t.Callable[..., object],
     args: tuple[t.Any, ...],
     kwargs: dict[str, t.Any],
@@ -117,7 +130,11 @@ def add_on_commit(
     transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is None and session.autobegin:
         transaction = session.begin()
-    session.info.setdefault(_CALLBACKS, []).append((transaction, func, args, kwargs))
+    entry: Callback = (transaction, func, args, kwargs)
+    if session._orm_callbacks is None:
+        session._orm_callbacks = [entry]
+    else:
+        session._orm_callbacks.append(entry)
 
 
 def _within(transaction: orm.SessionTransaction | None, ancestor: t.Any) -> bool:
@@ -129,13 +146,12 @@ def _within(transaction: orm.SessionTransaction | None, ancestor: t.Any) -> bool
 
 
 @sa.event.listens_for(Session, "after_commit")
-def _after_commit(session: orm.Session) -> None:
-    # after_commit also fires when a savepoint is released; only the root
-    # transaction's commit makes anything durable.
+def _after_commit(session: Session) -> None:
+    # after_commit also fires when a savepoint is released (the savepoint is
+    # then the session's nested transaction); only the root transaction's
+    # commit makes anything durable.
     if session.get_nested_transaction() is None:
-        transaction = session.get_transaction()
-        if transaction is not None and transaction.parent is None:
-            session.info[_COMMITTED] = True
+        session._orm_committed = True
 
 
 def send_quietly(name: str, app: t.Any, session: orm.Session) -> None:
@@ -144,26 +160,28 @@ def send_quietly(name: str, app: t.Any, session: orm.Session) -> None:
     # invalidation. A receiver that raises must not turn a stored commit into an
     # error response and skip the on_commit callbacks, nor make a rollback look
     # failed (which invalidates a healthy connection), nor break a teardown.
+    signal: blinker.Signal = getattr(signals, name)
+    if not signal.receivers:
+        return
     try:
-        getattr(signals, name).send(app, session=session)
+        signal.send(app, session=session)
     except Exception:
         logger.exception("A receiver of the signal %s raised an exception.", name)
 
 
 @sa.event.listens_for(Session, "after_flush")
-def _after_flush(session: orm.Session, flush_context: t.Any) -> None:
-    session.info[_WRITES] = True
+def _after_flush(session: Session, flush_context: t.Any) -> None:
+    session._orm_writes = True
 
 
 @sa.event.listens_for(Session, "after_soft_rollback")
 def _after_soft_rollback(
-    session: orm.Session, previous_transaction: orm.SessionTransaction
+    session: Session, previous_transaction: orm.SessionTransaction
 ) -> None:
     if previous_transaction.parent is None:
-        app = t.cast(Session, session)._orm_state.app
-        send_quietly("session_rolled_back", app, session)
+        send_quietly("session_rolled_back", session._orm_state.app, session)
     elif previous_transaction.nested:
-        callbacks = session.info.get(_CALLBACKS)
+        callbacks = session._orm_callbacks
         if callbacks:
             callbacks[:] = [
                 entry
@@ -174,17 +192,17 @@ def _after_soft_rollback(
 
 @sa.event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(
-    session: orm.Session, transaction: orm.SessionTransaction
+    session: Session, transaction: orm.SessionTransaction
 ) -> None:
     if transaction.parent is not None:
         return
-    info = session.info
-    info.pop(_WRITES, None)
-    callbacks = info.pop(_CALLBACKS, None)
-    if not info.pop(_COMMITTED, False):
+    session._orm_writes = False
+    callbacks = session._orm_callbacks
+    session._orm_callbacks = None
+    if not session._orm_committed:
         return
-    app = t.cast(Session, session)._orm_state.app
-    send_quietly("session_committed", app, session)
+    session._orm_committed = False
+    send_quietly("session_committed", session._orm_state.app, session)
     # The root transaction is closed at this point, so a callback that uses the
     # session starts a new transaction instead of failing in a committed one.
     for _transaction, func, args, kwargs in callbacks or ():
@@ -203,13 +221,13 @@ def note_statement(execute_state: orm.ORMExecuteState) -> None:
     statement = execute_state.statement
     if isinstance(statement, sa.TextClause) and _READ_ONLY_SQL.match(statement.text):
         return
-    execute_state.session.info[_WRITES] = True
+    t.cast(Session, execute_state.session)._orm_writes = True
 
 
-def describe_discarded(session: orm.Session) -> str | None:
+def describe_discarded(session: Session) -> str | None:
     """Say what rolling back ``session`` would discard, or None if nothing."""
     new, dirty, deleted = len(session.new), len(session.dirty), len(session.deleted)
-    writes = session.info.get(_WRITES, False)
+    writes = session._orm_writes
     if not (new or dirty or deleted or writes):
         return None
     parts = []
