@@ -16,8 +16,8 @@ from ._binds import DEFAULT
 from ._config import ConfigKeyError
 from ._config import read_config
 from ._isolation import Isolation
-from ._lifecycle import NO_AUTOCOMMIT
 from ._lifecycle import invalidate as _invalidate_session
+from ._lifecycle import mark_no_autocommit
 from ._session import Session
 from ._session import add_on_commit
 from ._state import AppState
@@ -327,7 +327,7 @@ class SessionORM:
 
         .. versionadded:: 0.1.0
         """
-        setattr(view, NO_AUTOCOMMIT, True)
+        mark_no_autocommit(view)
         return view
 
     def mark_for_rollback(self) -> None:

@@ -26,6 +26,16 @@ logger = logging.getLogger("flask_session_orm")
 
 #: Attribute set on a view function by :meth:`.SessionORM.no_autocommit`.
 NO_AUTOCOMMIT = "_session_orm_no_autocommit"
+#: Whether any view was marked; until one is, the end of a request does not
+#: look its view up.
+_views_marked = False
+
+
+def mark_no_autocommit(view: object) -> None:
+    """Mark ``view`` (a view function or class) as never committed automatically."""
+    global _views_marked
+    setattr(view, NO_AUTOCOMMIT, True)
+    _views_marked = True
 
 
 def _opted_out(app: flask.Flask) -> bool:
@@ -60,7 +70,7 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         or scope.rollback_only
         or scope.invalidated
         or not scope.state.config.commit_on_success
-        or _opted_out(scope.state.app)
+        or (_views_marked and _opted_out(scope.state.app))
     ):
         discard(scope, session)
         return _close_after_stream(scope, response)

@@ -75,37 +75,33 @@ class Scope:
         return session
 
 
-def _request_dict() -> dict[str, t.Any]:
-    """The current request object's attributes (not the proxy's)."""
-    return t.cast(t.Any, flask.request)._get_current_object().__dict__  # type: ignore[no-any-return]
+# The proxies' own lookups, bound once (each raises RuntimeError outside its
+# context): the hot path then calls one function instead of going through the
+# proxy's attribute machinery. (Flask's type hints present the proxies as the
+# objects they stand for, hence the untyped module.)
+_proxies: t.Any = flask
+_current_request: t.Callable[[], flask.Request] = _proxies.request._get_current_object
+_current_g: t.Callable[[], t.Any] = _proxies.g._get_current_object
+_current_app: t.Callable[[], flask.Flask] = _proxies.current_app._get_current_object
 
 
-def _g_dict() -> dict[str, t.Any]:
-    """The current app context's ``g`` attributes (not the proxy's)."""
-    return t.cast(t.Any, flask.g)._get_current_object().__dict__  # type: ignore[no-any-return]
-
-
-def _holder() -> tuple[dict[str, t.Any], bool]:
+def _outside_request() -> dict[str, t.Any]:
+    """The attributes of the current app context's ``g``, outside requests."""
     try:
-        return _request_dict(), True
+        return _current_g().__dict__  # type: ignore[no-any-return]
     except RuntimeError:
-        # Not in a request: the cheap test comes first for requests, the
-        # common case.
-        pass
-    if flask.has_app_context():
-        return _g_dict(), False
-    raise RuntimeError(
-        "Working outside of application context: the database session belongs to"
-        " a request or an app context. Use it in a view, a CLI command, or inside"
-        " 'with app.app_context():'."
-    )
+        raise RuntimeError(
+            "Working outside of application context: the database session belongs"
+            " to a request or an app context. Use it in a view, a CLI command, or"
+            " inside 'with app.app_context():'."
+        ) from None
 
 
 def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
     """The state ``db`` keeps for ``app`` (default: the current app)."""
     if app is None:
         try:
-            app = t.cast(t.Any, flask.current_app)._get_current_object()
+            app = _current_app()
         except RuntimeError:
             raise RuntimeError(
                 "Working outside of application context: pass the app, or use this"
@@ -122,7 +118,12 @@ def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
 
 def get(db: SessionORM) -> Scope:
     """The current scope of ``db``, created if needed."""
-    holder, in_request = _holder()
+    try:
+        holder = _current_request().__dict__
+        in_request = True
+    except RuntimeError:
+        holder = _outside_request()
+        in_request = False
     scope: Scope | None = holder.get(KEY)
     if scope is None or scope.state.db is not db:
         scope = Scope(app_state(db), in_request)
@@ -133,17 +134,18 @@ def get(db: SessionORM) -> Scope:
 def peek() -> Scope | None:
     """The current scope if one exists; never creates one, never raises."""
     try:
-        return _request_dict().get(KEY)
+        return _current_request().__dict__.get(KEY)
     except RuntimeError:
         pass
-    if flask.has_app_context():
-        return _g_dict().get(KEY)
-    return None
+    try:
+        return _current_g().__dict__.get(KEY)  # type: ignore[no-any-return]
+    except RuntimeError:
+        return None
 
 
 def teardown_request(exc: BaseException | None) -> None:
     """End the request's scope: roll back what was not committed, close."""
-    attributes = _request_dict()
+    attributes = _current_request().__dict__
     scope: Scope | None = attributes.get(KEY)
     if scope is not None and not scope.deferred:
         del attributes[KEY]
@@ -172,7 +174,7 @@ def _watch_app_contexts(app: flask.Flask) -> None:
 
 def teardown_appcontext(exc: BaseException | None) -> None:
     """End the app context's scope: roll back (with a warning) and close."""
-    scope = _g_dict().pop(KEY, None)
+    scope = _current_g().__dict__.pop(KEY, None)
     if scope is not None:
         _lifecycle.end_scope(scope)
 

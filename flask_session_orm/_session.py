@@ -43,6 +43,16 @@ class Session(orm.Session):
     .. versionadded:: 0.1.0
     """
 
+    # The bookkeeping is kept in attributes, with these class-level defaults,
+    # rather than in Session.info, which SQLAlchemy creates on first access: a
+    # request that registers no callback then creates no dictionary for it.
+    #: The on_commit callbacks waiting for the root transaction.
+    _orm_callbacks: list[Callback] | None = None
+    #: The root transaction committed; set until it has ended.
+    _orm_committed = False
+    #: The open transaction flushed or executed something that may write.
+    _orm_writes = False
+
     def __init__(self, *, orm_state: AppState, **kwargs: t.Any) -> None:
         isolation = orm_state.isolation
         if isolation is not None:
@@ -52,15 +62,6 @@ class Session(orm.Session):
             self._orm_targets: t.Mapping[str, Bind] = isolation.connections
         else:
             self._orm_targets = orm_state.engines
-        # The bookkeeping is kept in attributes rather than in Session.info,
-        # which SQLAlchemy creates on first access: a request that never
-        # registers a callback then creates no dictionary for it.
-        #: The on_commit callbacks waiting for the root transaction.
-        self._orm_callbacks: list[Callback] | None = None
-        #: The root transaction committed; set until it has ended.
-        self._orm_committed = False
-        #: The open transaction flushed or executed something that may write.
-        self._orm_writes = False
         super().__init__(**kwargs)
         if isolation is not None:
             isolation.sessions.add(self)
