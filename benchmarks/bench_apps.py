@@ -36,6 +36,9 @@ VARIANTS = (
 #: flask-session-orm with its own engine defaults (pool_pre_ping on for network
 #: databases) instead of the options every other variant gets.
 PRE_PING_VARIANT = "flask-session-orm (pre-ping)"
+#: Flask-SQLAlchemy with its read views committing too: the same SQL as the
+#: variants that commit every successful request, for the read scenarios.
+FSA_COMMIT_VARIANT = "flask-sqlalchemy (commit reads)"
 SCENARIOS = ("noop", "read", "write", "read-many")
 #: The method and path of each scenario.
 ROUTES = {
@@ -100,9 +103,14 @@ def add_views(
     get_session: GetSession | None,
     *,
     explicit_commit: bool,
+    commit_reads: bool = False,
     model: type[t.Any] = Item,
 ) -> None:
-    """Register the scenario views; ``get_session`` None registers only ``noop``."""
+    """Register the scenario views; ``get_session`` None registers only ``noop``.
+
+    ``explicit_commit``: the write view commits; ``commit_reads``: the read
+    views commit too.
+    """
 
     @app.get("/noop")
     def noop() -> str:
@@ -113,7 +121,11 @@ def add_views(
 
     @app.get("/read")
     def read() -> str:
-        return str(get_session().get(model, 1).name)
+        session = get_session()
+        name = str(session.get(model, 1).name)
+        if commit_reads:
+            session.commit()
+        return name
 
     @app.post("/write")
     def write() -> str:
@@ -126,9 +138,12 @@ def add_views(
     @app.get("/read-many")
     def read_many() -> str:
         session = get_session()
-        return ",".join(
+        names = ",".join(
             str(session.get(model, i).name) for i in range(1, SEED_ROWS + 1)
         )
+        if commit_reads:
+            session.commit()
+        return names
 
 
 def _flask(instance_path: str) -> flask.Flask:
@@ -175,7 +190,11 @@ def hand_written(url: str, options: dict[str, t.Any], instance_path: str) -> Var
 
 
 def flask_sqlalchemy(
-    url: str, options: dict[str, t.Any], instance_path: str
+    url: str,
+    options: dict[str, t.Any],
+    instance_path: str,
+    *,
+    commit_reads: bool = False,
 ) -> Variant:
     """Flask-SQLAlchemy 3.1: never commits for the user, so the view commits."""
     from flask_sqlalchemy import SQLAlchemy
@@ -183,8 +202,15 @@ def flask_sqlalchemy(
     app = _flask(instance_path)
     app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=options)
     db = SQLAlchemy(app)
-    add_views(app, lambda: db.session, explicit_commit=True)
+    add_views(app, lambda: db.session, explicit_commit=True, commit_reads=commit_reads)
     return Variant(app, lambda: db.engines.values())
+
+
+def flask_sqlalchemy_commit_reads(
+    url: str, options: dict[str, t.Any], instance_path: str
+) -> Variant:
+    """Flask-SQLAlchemy 3.1 with every view committing, reads included."""
+    return flask_sqlalchemy(url, options, instance_path, commit_reads=True)
 
 
 def flask_sqlalchemy_lite(
@@ -228,6 +254,7 @@ FACTORIES: dict[str, t.Callable[[str, dict[str, t.Any], str], Variant]] = {
     "flask-sqlalchemy-lite": flask_sqlalchemy_lite,
     "flask-session-orm": flask_session_orm,
     PRE_PING_VARIANT: flask_session_orm_pre_ping,
+    FSA_COMMIT_VARIANT: flask_sqlalchemy_commit_reads,
 }
 
 
