@@ -381,9 +381,9 @@ class Report:
             f" {self.r['load_before'][0]:.2f} before, {self.r['load_after'][0]:.2f}"
             f" after; the run took {self.r['seconds']:.0f} s.",
             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-            f"Method: in-process WSGI calls with a prebuilt environ, warmed up,"
-            f" {self.r['settings']['rounds']} rounds with the cells in a new random"
-            " order each round, batches of about"
+            f"Method: in-process WSGI calls with a prebuilt environ, warmed up;"
+            f" scenario by scenario, {self.r['settings']['rounds']} rounds with the"
+            " variants in a new random order each round, batches of about"
             f" {self.r['settings']['batch_seconds'] * 1000:.0f} ms.",
         ]
         if self.r["quick"]:

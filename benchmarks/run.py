@@ -68,8 +68,8 @@ class Settings:
 
 
 FULL = Settings(
-    rounds=60,
-    batch_seconds=0.025,
+    rounds=80,
+    batch_seconds=0.05,
     warmup_seconds=0.2,
     server_seconds=2.5,
     server_rounds=3,
