@@ -39,6 +39,9 @@ PRE_PING_VARIANT = "flask-session-orm (pre-ping)"
 #: Flask-SQLAlchemy with its read views committing too: the same SQL as the
 #: variants that commit every successful request, for the read scenarios.
 FSA_COMMIT_VARIANT = "flask-sqlalchemy (commit reads)"
+#: Flask alone with one empty teardown_request function: what Flask charges
+#: every request for calling a teardown function, whatever it does.
+TEARDOWN_VARIANT = "flask-only (one teardown)"
 SCENARIOS = ("noop", "read", "write", "read-many")
 #: The method and path of each scenario.
 ROUTES = {
@@ -157,6 +160,19 @@ def flask_only(url: str, options: dict[str, t.Any], instance_path: str) -> Varia
     return Variant(app, list)
 
 
+def flask_one_teardown(
+    url: str, options: dict[str, t.Any], instance_path: str
+) -> Variant:
+    """No database, one ``teardown_request`` function that does nothing."""
+    variant = flask_only(url, options, instance_path)
+
+    @variant.app.teardown_request
+    def nothing(exc: BaseException | None) -> None:
+        pass
+
+    return variant
+
+
 def hand_written(url: str, options: dict[str, t.Any], instance_path: str) -> Variant:
     """The minimal correct integration a user would write by hand: a session on
     first use, committed in ``after_request`` when the status is below 400,
@@ -255,6 +271,7 @@ FACTORIES: dict[str, t.Callable[[str, dict[str, t.Any], str], Variant]] = {
     "flask-session-orm": flask_session_orm,
     PRE_PING_VARIANT: flask_session_orm_pre_ping,
     FSA_COMMIT_VARIANT: flask_sqlalchemy_commit_reads,
+    TEARDOWN_VARIANT: flask_one_teardown,
 }
 
 

@@ -237,7 +237,11 @@ def section_inprocess(
     out: dict[str, t.Any] = {}
     for backend, url in backends.items():
         log(f"in-process: {backend}")
-        variants = [*bench_apps.VARIANTS, bench_apps.FSA_COMMIT_VARIANT]
+        variants = [
+            *bench_apps.VARIANTS,
+            bench_apps.FSA_COMMIT_VARIANT,
+            bench_apps.TEARDOWN_VARIANT,
+        ]
         if backend != "sqlite":
             variants.append(bench_apps.PRE_PING_VARIANT)
         built = {
@@ -247,7 +251,7 @@ def section_inprocess(
         cells: dict[str, Call] = {}
         for v, variant in built.items():
             for scenario in bench_apps.SCENARIOS:
-                if v == BARE and scenario != "noop":
+                if v in (BARE, bench_apps.TEARDOWN_VARIANT) and scenario != "noop":
                     continue
                 if v == bench_apps.PRE_PING_VARIANT and scenario != "read":
                     continue
@@ -487,7 +491,7 @@ def section_server(
             if backend not in backends:
                 continue
             for v in bench_apps.VARIANTS:
-                if v == BARE and scenario != "noop":
+                if v in (BARE, bench_apps.TEARDOWN_VARIANT) and scenario != "noop":
                     continue
                 label = f"{backend}-{v}"
                 if label not in servers:
