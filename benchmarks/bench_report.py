@@ -247,7 +247,10 @@ class Report:
             f"gunicorn {self.v.get('gunicorn', '')}, 1 worker with 4 threads"
             f" (gthread) on 127.0.0.1; load by {data['generator']} on the same"
             " machine. Median of the rounds. Requests per second and 99th"
-            " percentile latency.",
+            " percentile latency. Load generator, server and database share"
+            " the two cores, so variants that differ by less than about 10%"
+            " trade places from one run to the next; the in-process tables"
+            " measure the per-request cost.",
         ]
         return Table("Real server (gunicorn, loopback)", header, rows, notes)
 
