@@ -40,8 +40,7 @@ def mark_no_autocommit(view: object) -> None:
 
 def _opted_out(app: flask.Flask) -> bool:
     """Whether the request's view is marked with :meth:`.SessionORM.no_autocommit`."""
-    request = flask.request._get_current_object()  # type: ignore[attr-defined]
-    endpoint = request.endpoint
+    endpoint = flask.request.endpoint
     if endpoint is None:
         return False
     view = app.view_functions.get(endpoint)
