@@ -72,8 +72,7 @@ class SessionORM:
             session_defaults=self._session_options,
         )
         app.extensions[_scope.EXTENSION_KEY] = AppState(self, app, config)
-        app.teardown_request(_scope.teardown_request)
-        _scope.watch_exceptions(app, self)
+        _scope.install(app, self)
         _cli.init_cli(app, self)
 
     # -- sessions and engines ----------------------------------------------------
@@ -344,12 +343,22 @@ class SessionORM:
 
         .. versionadded:: 0.1.0
         """
-        if not flask.has_request_context():
+        if not _scope.in_request():
             raise RuntimeError(
-                "'mark_for_rollback()' works inside a request only; outside requests"
-                " nothing is committed automatically."
+                "'mark_for_rollback()' works inside a request only (not in an app"
+                " context pushed inside it, nor in a copied or test request"
+                " context); outside requests nothing is committed automatically."
             )
-        _scope.get(self).rollback_only = True
+        scope = _scope.get(self)
+        if scope.finished:
+            raise RuntimeError(
+                "'mark_for_rollback()' was called after the request's commit"
+                " decision was taken (in a streamed body or a teardown function):"
+                " it can no longer change it. What is done from here on is not"
+                " committed automatically; call it in the view, an error handler"
+                " or an after_request function instead."
+            )
+        scope.rollback_only = True
 
     # -- testing -----------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The end of a request and of an app context: commit, roll back, close.
 
-The commit is decided in an ``after_this_request`` function registered when the
-request first uses its session, so it runs before the response is handed to the
-WSGI server, and a failed commit still becomes an error response. Teardown, which
-runs after the response is built, only rolls back and closes, and never raises.
+The commit is decided when :meth:`flask.Flask.full_dispatch_request` has
+returned (see :func:`._scope.install`): after the view, the error handlers and
+every ``after_request`` function, on the response they produced, and before the
+response is handed to the WSGI server, so a failed commit still becomes an error
+response. The end of the request then rolls back whatever is still uncommitted,
+and the end of the app context closes the session; neither ever raises.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if t.TYPE_CHECKING:
     import sqlalchemy.orm as orm
 
     from ._scope import Scope
+    from ._session import Session
 
 logger = logging.getLogger("flask_session_orm")
 
@@ -54,8 +57,7 @@ def _opted_out(app: flask.Flask) -> bool:
 def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
     """Commit the request's session if the request succeeded, else roll back.
 
-    Runs at most once per request: Flask may process a response twice when the
-    first attempt raised.
+    Runs once per request, when the response is final.
     """
     if scope.finished:
         return response
@@ -85,9 +87,12 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         # Route the failure through the app's error handlers, as if the view had
         # raised it: the client must not receive the success response for data
         # that was not stored. With no handler this re-raises, and Flask turns
-        # it into a 500.
+        # it into a 500. A handler's response is finalized as Flask finalizes
+        # every error response: the after_request functions run on it too.
         app = scope.state.app
-        response = app.make_response(app.handle_user_exception(e))
+        return app.finalize_request(
+            app.handle_user_exception(e), from_error_handler=True
+        )
     return _close_after_stream(scope, response)
 
 
@@ -142,6 +147,24 @@ def invalidate(scope: Scope, session: orm.Session) -> None:
     send_quietly("session_invalidated", scope.state.app, session)
 
 
+def end_request(scope: Scope) -> None:
+    """Roll back what the request left uncommitted; never raises.
+
+    The session itself stays open, on the app context's ``g``, and is closed
+    with it (:func:`end_scope`): an object cached in ``g`` stays attached.
+    """
+    session = scope.session
+    if session is None:
+        return
+    try:
+        if session.in_transaction():
+            if scope.finished:
+                _warn_discarded(scope, session)
+            discard(scope, session)
+    except Exception:
+        logger.exception("Ending the request's database transaction failed.")
+
+
 def end_scope(scope: Scope) -> None:
     """Roll back what is uncommitted and close the session; never raises."""
     session = scope.session
@@ -149,16 +172,9 @@ def end_scope(scope: Scope) -> None:
     if session is None:
         return
     try:
-        if not scope.in_request:
-            discarded = describe_discarded(session)
-            if discarded is not None:
-                logger.warning(
-                    "Rolled back %s at the end of the app context: nothing is"
-                    " committed automatically outside a request. Call"
-                    " 'db.session.commit()' to keep changes.",
-                    discarded,
-                )
         if session.in_transaction():
+            if scope.finished or not scope.in_request:
+                _warn_discarded(scope, session)
             discard(scope, session)
     except Exception:
         logger.exception("Ending the database session failed.")
@@ -167,3 +183,26 @@ def end_scope(scope: Scope) -> None:
             session.close()
         except Exception:
             logger.exception("Closing the database session failed.")
+
+
+def _warn_discarded(scope: Scope, session: Session) -> None:
+    """Log what rolling back ``session`` discards, if anything."""
+    discarded = describe_discarded(session)
+    if discarded is None:
+        return
+    if scope.in_request:
+        logger.warning(
+            "Rolled back %s, done after the request's commit decision (in a"
+            " teardown function, a streamed body, or test code in a preserved"
+            " request context): only what is done before the response is final"
+            " is committed automatically. Call 'db.session.commit()' to keep"
+            " changes.",
+            discarded,
+        )
+    else:
+        logger.warning(
+            "Rolled back %s at the end of the app context: nothing is"
+            " committed automatically outside a request. Call"
+            " 'db.session.commit()' to keep changes.",
+            discarded,
+        )

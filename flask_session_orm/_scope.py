@@ -1,19 +1,35 @@
 """Which session belongs to the current request or app context.
 
-Inside a request the session lives on the request object, not on ``g``: with Flask
-up to 3.1 a request reuses an app context that was pushed before it (pytest-flask
-pushes one for every test), so ``g`` and ``teardown_appcontext`` can span several
-requests. Outside requests it lives on the app context's ``g``.
+Every session lives on the ``g`` of the app context it was created in, so an
+object cached in ``g`` (Flask-Login's user) stays attached to its session for as
+long as that ``g`` lives. An app context holds at most two sessions:
+
+- the *request* session, for the requests dispatched in it. Each request commits
+  or rolls it back at its end. Flask (up to 3.1) dispatches a request in an app
+  context pushed before it for the same app (pytest-flask pushes one for every
+  test), so several test-client requests may share one app context, one ``g``
+  and so this session, each with its own transaction;
+- the *context* session, for everything else that runs in the app context: a
+  CLI command, a job, test code, an app context pushed inside a view, a request
+  context copied with ``copy_current_request_context`` or made with
+  ``test_request_context``. Nothing is committed for it automatically.
+
+Which one ``db.session`` means is decided by the request context being
+dispatched in the current app context: :func:`install` records it, at the start
+of :meth:`flask.Flask.full_dispatch_request`, as ``g._session_orm_dispatched``.
+The request session is used only while that request context is the current one
+*and* the current app context is the one it was dispatched in; any context pushed
+inside the view is a context of its own.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
 import typing as t
 
 import flask
 import sqlalchemy as sa
+from flask.globals import _cv_app
+from flask.globals import _cv_request
 
 from . import _lifecycle
 from ._session import Session
@@ -23,24 +39,31 @@ if t.TYPE_CHECKING:
     from ._extension import SessionORM
     from ._state import AppState
 
-KEY = "_session_orm"
 EXTENSION_KEY = "session_orm"
+#: The request session's scope, on ``g``.
+REQUEST_KEY = "_session_orm_request"
+#: The app context's own scope, on ``g``.
+CONTEXT_KEY = "_session_orm"
+#: The request context dispatched in this app context, on ``g``.
+DISPATCHED_KEY = "_session_orm_dispatched"
+#: The request context whose commit decision was taken, on ``g``.
+DECIDED_KEY = "_session_orm_decided"
 
 
 class Scope:
-    """One request's or one app context's session and end-of-scope decisions.
+    """One session and the decisions about its end.
 
     The flags are class attributes, so that creating a scope (once per request
-    that uses the database) sets only what differs from them.
+    that uses the database) sets only what differs from them. A request scope is
+    reused by the next request dispatched in the same app context;
+    :meth:`start_request` then resets the flags.
     """
 
     #: The session, created on first use of ``db.session``.
     session: Session | None = None
-    #: The commit decision was taken (the end-of-request function ran).
+    #: The commit decision was taken for the current request.
     finished = False
-    #: The end-of-request function is registered.
-    hooked = False
-    #: db.invalidate() was called: never commit this scope automatically.
+    #: db.invalidate() was called: never commit this request automatically.
     invalidated = False
     #: db.mark_for_rollback() was called.
     rollback_only = False
@@ -56,57 +79,47 @@ class Scope:
         self.state = state
         self.in_request = in_request
 
+    def start_request(self) -> None:
+        """Forget the previous request's decisions; keep its session."""
+        for name in (
+            "finished",
+            "invalidated",
+            "rollback_only",
+            "raised",
+            "disconnected",
+            "deferred",
+        ):
+            self.__dict__.pop(name, None)
+
     def open(self) -> Session:
         """Create this scope's session."""
-        if self.in_request:
-            session = self.state.sessionmaker()
-            if not self.hooked:
-                self.hooked = True
-                flask.after_this_request(
-                    functools.partial(_lifecycle.finish_request, self)
-                )
-        else:
-            _watch_app_contexts(self.state.app)
-            session = self.state.sessionmaker()
-            # Lets the app-context teardown say what it discards; request
+        session = self.state.sessionmaker()
+        if not self.in_request:
+            # Lets the end of the app context say what it discards; request
             # sessions do not pay for it.
             sa.event.listen(session, "do_orm_execute", note_statement)
         self.session = session
         return session
 
 
-# The proxies' own lookups, bound once (each raises RuntimeError outside its
-# context): the hot path then calls one function instead of going through the
-# proxy's attribute machinery. (Flask's type hints present the proxies as the
-# objects they stand for, hence the untyped module.)
-_proxies: t.Any = flask
-_current_request: t.Callable[[], flask.Request] = _proxies.request._get_current_object
-_current_g: t.Callable[[], t.Any] = _proxies.g._get_current_object
-_current_app: t.Callable[[], flask.Flask] = _proxies.current_app._get_current_object
-
-
-def _outside_request() -> dict[str, t.Any]:
-    """The attributes of the current app context's ``g``, outside requests."""
-    try:
-        return _current_g().__dict__  # type: ignore[no-any-return]
-    except RuntimeError:
-        raise RuntimeError(
-            "Working outside of application context: the database session belongs"
-            " to a request or an app context. Use it in a view, a CLI command, or"
-            " inside 'with app.app_context():'."
-        ) from None
+def _no_context() -> RuntimeError:
+    return RuntimeError(
+        "Working outside of application context: the database session belongs"
+        " to a request or an app context. Use it in a view, a CLI command, or"
+        " inside 'with app.app_context():'."
+    )
 
 
 def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
     """The state ``db`` keeps for ``app`` (default: the current app)."""
     if app is None:
-        try:
-            app = _current_app()
-        except RuntimeError:
+        app_ctx = _cv_app.get(None)
+        if app_ctx is None:
             raise RuntimeError(
                 "Working outside of application context: pass the app, or use this"
                 " inside a request, a CLI command or 'with app.app_context():'."
-            ) from None
+            )
+        app = app_ctx.app
     state: AppState | None = app.extensions.get(EXTENSION_KEY)
     if state is None or state.db is not db:
         raise RuntimeError(
@@ -118,80 +131,138 @@ def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
 
 def get(db: SessionORM) -> Scope:
     """The current scope of ``db``, created if needed."""
-    try:
-        holder = _current_request().__dict__
-        in_request = True
-    except RuntimeError:
-        holder = _outside_request()
-        in_request = False
-    scope: Scope | None = holder.get(KEY)
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None:
+        raise _no_context()
+    attributes = app_ctx.g.__dict__
+    request_ctx = _cv_request.get(None)
+    if request_ctx is not None and attributes.get(DISPATCHED_KEY) is request_ctx:
+        key = REQUEST_KEY
+    else:
+        key = CONTEXT_KEY
+    scope: Scope | None = attributes.get(key)
     if scope is None or scope.state.db is not db:
-        scope = Scope(app_state(db), in_request)
-        holder[KEY] = scope
+        scope = Scope(app_state(db, app_ctx.app), key is REQUEST_KEY)
+        if key is REQUEST_KEY and attributes.get(DECIDED_KEY) is request_ctx:
+            # First used after the decision (test code in a context that the
+            # test client preserved): nothing of it is committed automatically.
+            scope.finished = True
+        attributes[key] = scope
     return scope
 
 
 def peek() -> Scope | None:
     """The current scope if one exists; never creates one, never raises."""
-    try:
-        return _current_request().__dict__.get(KEY)
-    except RuntimeError:
-        pass
-    try:
-        return _current_g().__dict__.get(KEY)  # type: ignore[no-any-return]
-    except RuntimeError:
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None:
         return None
+    attributes = app_ctx.g.__dict__
+    request_ctx = _cv_request.get(None)
+    if request_ctx is not None and attributes.get(DISPATCHED_KEY) is request_ctx:
+        return attributes.get(REQUEST_KEY)
+    return attributes.get(CONTEXT_KEY)
 
 
-def teardown_request(exc: BaseException | None) -> None:
-    """End the request's scope: roll back what was not committed, close."""
-    attributes = _current_request().__dict__
-    scope: Scope | None = attributes.get(KEY)
-    if scope is not None and not scope.deferred:
-        del attributes[KEY]
-        _lifecycle.end_scope(scope)
+def in_request() -> bool:
+    """Whether the current context is a request being dispatched (not a context
+    pushed inside it, nor a copied or test request context)."""
+    app_ctx = _cv_app.get(None)
+    request_ctx = _cv_request.get(None)
+    return (
+        app_ctx is not None
+        and request_ctx is not None
+        and app_ctx.g.__dict__.get(DISPATCHED_KEY) is request_ctx
+    )
 
 
-_watch_lock = threading.Lock()
+def install(app: flask.Flask, db: SessionORM) -> None:
+    """Hook the extension into ``app``'s request cycle.
 
+    Four of the app's methods are wrapped, on the app object only:
 
-def _watch_app_contexts(app: flask.Flask) -> None:
-    """Register :func:`teardown_appcontext` on ``app`` when its first session
-    outside a request is created.
+    - ``full_dispatch_request``: records the request being dispatched, and
+      takes the commit decision once it has returned, that is after the view,
+      the error handlers and every ``after_this_request``, blueprint and app
+      ``after_request`` function, on the response they produced. Only the
+      network remains after the commit. Registering an ``after_request``
+      function could not guarantee that order: functions registered later run
+      before it, and one that raises skips it.
+    - ``do_teardown_request`` and ``do_teardown_appcontext``: end the sessions
+      after every teardown function has run, even when one of them raised (Flask
+      stops calling the others then), and after the ones that used the session
+      themselves.
+    - ``handle_user_exception``: notes that the view raised, even when an error
+      handler turns the exception into a success response.
 
-    Every teardown function registered on an app runs for every request, used or
-    not. Sessions outside requests belong to CLI commands, jobs and tests; a web
-    server typically never creates one, and then its requests do not pay for this
-    teardown. Flask refuses ``@app.teardown_appcontext`` once the app has served a
-    request, so the function is added to the documented list directly, once.
+    A wrapper costs one function call per request and does nothing else when the
+    request did not use the database; Flask's own hooks cost more (each call
+    goes through ``ensure_sync``).
     """
-    functions = app.teardown_appcontext_funcs
-    if teardown_appcontext not in functions:
-        with _watch_lock:
-            if teardown_appcontext not in functions:
-                functions.append(teardown_appcontext)
+    dispatch = app.full_dispatch_request
+    teardown_request = app.do_teardown_request
+    teardown_appcontext = app.do_teardown_appcontext
+    handle_user_exception = app.handle_user_exception
+
+    def full_dispatch_request() -> flask.Response:
+        request_ctx = _cv_request.get()
+        attributes = _cv_app.get().g.__dict__
+        attributes[DISPATCHED_KEY] = request_ctx
+        scope: Scope | None = attributes.get(REQUEST_KEY)
+        if scope is not None:
+            # An earlier request was dispatched in this app context (a context
+            # pushed before the requests, as tests do): same session, new
+            # transaction and new decisions.
+            scope.start_request()
+        response = dispatch()
+        attributes[DECIDED_KEY] = request_ctx
+        scope = attributes.get(REQUEST_KEY)
+        if scope is None or scope.session is None:
+            return response
+        return _lifecycle.finish_request(scope, response)
+
+    def do_teardown_request(*args: t.Any) -> None:
+        try:
+            teardown_request(*args)
+        finally:
+            app_ctx = _cv_app.get(None)
+            if app_ctx is not None:
+                attributes = app_ctx.g.__dict__
+                scope = attributes.get(REQUEST_KEY)
+                if (
+                    scope is not None
+                    and attributes.get(DISPATCHED_KEY) is _cv_request.get(None)
+                    and not scope.deferred
+                ):
+                    _lifecycle.end_request(scope)
+
+    def do_teardown_appcontext(*args: t.Any) -> None:
+        try:
+            teardown_appcontext(*args)
+        finally:
+            app_ctx = _cv_app.get(None)
+            if app_ctx is not None:
+                attributes = app_ctx.g.__dict__
+                if CONTEXT_KEY in attributes or REQUEST_KEY in attributes:
+                    _end_app_context(attributes)
+
+    def handle_user_exception_(e: Exception) -> t.Any:
+        if in_request():
+            get(db).raised = True
+        return handle_user_exception(e)
+
+    # Instance attributes shadow the methods for this app only.
+    setattr(app, "full_dispatch_request", full_dispatch_request)  # noqa: B010
+    setattr(app, "do_teardown_request", do_teardown_request)  # noqa: B010
+    setattr(app, "do_teardown_appcontext", do_teardown_appcontext)  # noqa: B010
+    setattr(app, "handle_user_exception", handle_user_exception_)  # noqa: B010
 
 
-def teardown_appcontext(exc: BaseException | None) -> None:
-    """End the app context's scope: roll back (with a warning) and close."""
-    scope = _current_g().__dict__.pop(KEY, None)
+def _end_app_context(attributes: dict[str, t.Any]) -> None:
+    """End the sessions kept on an app context that is being torn down."""
+    scope: Scope | None = attributes.pop(CONTEXT_KEY, None)
     if scope is not None:
         _lifecycle.end_scope(scope)
-
-
-def watch_exceptions(app: flask.Flask, db: SessionORM) -> None:
-    """Mark the request as failed when its view (or a before_request function)
-    raises, even if an error handler turns the exception into a success.
-
-    Flask offers no signal for handled exceptions and the response alone cannot
-    tell, so the app's ``handle_user_exception`` is wrapped; it runs only when an
-    exception was raised, so requests that succeed pay nothing for it.
-    """
-    handle = app.handle_user_exception
-
-    def handle_user_exception(e: Exception) -> t.Any:
-        if flask.has_request_context():
-            get(db).raised = True
-        return handle(e)
-
-    setattr(app, "handle_user_exception", handle_user_exception)  # noqa: B010
+    scope = attributes.get(REQUEST_KEY)
+    if scope is not None and not scope.deferred:
+        del attributes[REQUEST_KEY]
+        _lifecycle.end_scope(scope)

@@ -67,9 +67,7 @@ class Session(orm.Session):
             isolation.sessions.add(self)
         self._orm_isolation = isolation
         self._orm_state = orm_state
-        signal = signals.session_created
-        if signal.receivers:
-            signal.send(orm_state.app, session=self)
+        send_quietly("session_created", orm_state.app, self)
 
     def get_bind(
         self,
@@ -93,6 +91,50 @@ class Session(orm.Session):
         if clause is not None:
             return self._orm_targets[state.router.for_clause(clause)]
         return self._orm_targets["default"]
+
+    def commit(self) -> None:
+        """Commit, flushing first; with several databases, in a fixed order.
+
+        The databases of one transaction are committed one after the other, in
+        the order the transaction first used them. If one fails, those before
+        it stay committed and it and those after it are rolled back (this is
+        not a two-phase commit). SQLAlchemy itself commits them in an arbitrary
+        order, so which part survives a failure would be left to chance.
+        """
+        transaction = self.get_transaction()
+        if (
+            transaction is not None
+            and self._orm_isolation is None
+            and not self.twophase
+        ):
+            # SessionTransaction keeps its connections in the order they were
+            # added (a private attribute; without it, SQLAlchemy's order).
+            entries = getattr(transaction, "_connections", None)
+            if entries is not None and len(entries) > 1:
+                self._commit_in_order([entry[0] for entry in entries.values()])
+        super().commit()
+
+    def _commit_in_order(self, connections: list[sa.Connection]) -> None:
+        """Flush, then commit each connection's database transaction in order.
+
+        The commits are sent as SQL, leaving SQLAlchemy's transactions open: the
+        ``super().commit()`` that follows then finds nothing left to do in the
+        databases, and when one of these commits fails (with SQLAlchemy's
+        exception, as any statement), rolling the session back does not touch a
+        transaction that SQLAlchemy considers committed already (it warns then).
+        """
+        self.flush()
+        seen: set[int] = set()
+        for connection in connections:
+            if id(connection) in seen or connection.closed:
+                continue
+            seen.add(id(connection))
+            # sqlite3 refuses COMMIT outside a transaction and says whether one
+            # is open; the other drivers accept it.
+            driver = connection.connection.driver_connection
+            if getattr(driver, "in_transaction", True) is False:
+                continue
+            connection.exec_driver_sql("COMMIT")
 
     def close(self) -> None:
         super().close()

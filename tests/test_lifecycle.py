@@ -220,7 +220,10 @@ def test_failed_commit_propagates_when_testing(
 
 
 def test_teardown_never_raises(
-    app: flask.Flask, db: SessionORM, caplog: pytest.LogCaptureFixture
+    app: flask.Flask,
+    db: SessionORM,
+    caplog: pytest.LogCaptureFixture,
+    outside_requests: None,
 ) -> None:
     """When rollback and close themselves fail, teardown logs and the request ends."""
     add_views(app, db)

@@ -49,11 +49,12 @@ def test_callbacks_run_in_order_after_commit(
         return response
 
     assert app.test_client().get("/").data == b"ok"
+    # The commit comes after every after_request function.
     assert calls == [
+        "after_request",
         ("first", False, 1),
         ("second", True, 1),
         ("third", False, 1),
-        "after_request",
     ]
 
 

@@ -37,7 +37,9 @@ def plain(
         db.engine.dispose()
 
 
-def test_one_session_per_request(app: flask.Flask, db: SessionORM) -> None:
+def test_one_session_per_request(
+    app: flask.Flask, db: SessionORM, outside_requests: None
+) -> None:
     """db.session is one object through a request and another in the next request."""
     seen: list[orm.Session] = []
 
@@ -57,10 +59,11 @@ def test_one_session_per_request(app: flask.Flask, db: SessionORM) -> None:
 def test_requests_inside_pushed_request_context(
     app: flask.Flask, db: SessionORM
 ) -> None:
-    """With a request context already pushed, each client request has its own session.
+    """With a request context already pushed, the client's requests share one
+    session, not the test's, and each commits or rolls back its own transaction.
 
     pytest-flask pushes one for every test; on Flask <= 3.1 the client's requests
-    then share its app context and ``g``.
+    then share its app context and ``g``, where objects may be cached.
     """
     seen: list[orm.Session] = []
 
@@ -83,12 +86,16 @@ def test_requests_inside_pushed_request_context(
         assert client.post("/ok/a").status_code == 200
         assert client.post("/fail/b").status_code == 400
         assert client.post("/ok/c").status_code == 200
-        assert len({id(s) for s in [outer, *seen]}) == 4
+        assert len({id(s) for s in seen}) == 1
+        assert seen[0] is not outer
         assert db.session is outer
+        assert checked_out(db, app) == 0
         # Each request committed or rolled back on its own.
         names = set(outer.scalars(sa.select(Item.name)))
         assert names == {"a", "c"}
-    assert checked_out(db, app) == 0
+    # The test's session belongs to the app context pytest-flask pushed, which
+    # the test request context reused: it ends with that context, not before.
+    assert db.session is outer
 
 
 def test_session_per_app_context(plain: tuple[flask.Flask, SessionORM]) -> None:
@@ -304,24 +311,27 @@ def test_session_on_unregistered_app(tmp_path: t.Any) -> None:
         _ = db.sessionmaker
 
 
-def test_app_context_teardown_registered_on_first_use(
-    plain: tuple[flask.Flask, SessionORM],
-) -> None:
-    """Requests pay for no app-context teardown until a session outside a request
-    exists; from then on it is registered once and ends those sessions.
+def test_no_flask_hooks_registered(plain: tuple[flask.Flask, SessionORM]) -> None:
+    """init_app registers no before/after/teardown function, so requests that do
+    not use the database pay for no hook call; sessions outside requests still end
+    with their app context.
     """
     app, db = plain
-    from flask_session_orm._scope import teardown_appcontext
 
     @app.get("/")
     def index() -> str:
         return str(len(db.session.scalars(sa.select(Item)).all()))
 
     assert app.test_client().get("/").data == b"0"
-    assert teardown_appcontext not in app.teardown_appcontext_funcs
+    for functions in (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+    ):
+        assert not any(functions.values())
+    assert app.teardown_appcontext_funcs == []
     for _ in range(2):
         with app.app_context():
             db.session.add(Item(name="discarded"))
-    assert app.teardown_appcontext_funcs.count(teardown_appcontext) == 1
     assert count_items(db, app) == 0
     assert checked_out(db, app) == 0

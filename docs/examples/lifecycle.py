@@ -121,7 +121,8 @@ def create_app(config):
     @app.after_request
     def record_event(response):
         if response.status_code == 201:
-            # Runs after the commit: this change is rolled back at teardown.
+            # Runs before the commit: this change is part of the request's
+            # transaction, committed with the account.
             db.session.add(Event(text=f"{request.path} answered 201"))
         return response
 
