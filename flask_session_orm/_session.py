@@ -108,9 +108,10 @@ class Session(orm.Session):
             and not self.twophase
         ):
             # SessionTransaction keeps its connections in the order they were
-            # added (a private attribute; without it, SQLAlchemy's order).
+            # added (a private attribute; without it, SQLAlchemy's order), each
+            # under two keys: the connection and its engine.
             entries = getattr(transaction, "_connections", None)
-            if entries is not None and len(entries) > 1:
+            if entries is not None and len(entries) > 2:
                 self._commit_in_order([entry[0] for entry in entries.values()])
         super().commit()
 
