@@ -198,6 +198,12 @@ def bind_name(state: AppState, obj: object) -> str | None:
         mapper = sa.inspect(obj, raiseerr=False)
         return router.for_mapper(mapper) if isinstance(mapper, orm.Mapper) else None
     if isinstance(obj, sa.ClauseElement):
+        # An ORM statement (select(Model), delete(Model)) names its entity the
+        # way Session.execute() reads it to pass the mapper to get_bind().
+        subject = obj._propagate_attrs.get("plugin_subject")
+        entity = getattr(subject, "mapper", None)
+        if isinstance(entity, orm.Mapper):
+            return router.for_mapper(entity)
         return router.for_clause(obj)
     if isinstance(obj, orm.Session):
         return None
