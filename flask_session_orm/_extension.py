@@ -303,9 +303,9 @@ class SessionORM:
         - An :class:`~sqlalchemy.engine.Engine` or a
           :class:`~sqlalchemy.engine.Connection`: itself.
 
-        - A :class:`~sqlalchemy.Table`, a mapped class or a Core statement: the
-          engine :meth:`bind_name` names (the isolation's connection inside
-          :meth:`isolation`).
+        - A :class:`~sqlalchemy.Table` or a statement (``select(Model)``,
+          ``insert(table)``, ...): the engine :meth:`bind_name` names (the
+          isolation's connection inside :meth:`isolation`).
 
         :raises TypeError: ``obj`` is none of these; the message names what was
             passed.
@@ -318,14 +318,16 @@ class SessionORM:
             return obj.get_bind()
         state = _inspect_instance(obj)
         if state is None:
-            app_state = _scope.app_state(self)
-            name = _metadata.bind_name(app_state, obj)
-            if name is not None:
-                return app_state.targets[name]
+            # A mapped class is refused, as a likely slip for an instance;
+            # bind_name() answers for classes.
+            if isinstance(obj, sa.ClauseElement):
+                app_state = _scope.app_state(self)
+                name = _metadata.bind_name(app_state, obj)
+                if name is not None:
+                    return app_state.targets[name]
             raise TypeError(
                 "get_bind() takes a model instance, a Session, an Engine, a"
-                " Connection, a Table, a mapped class or a statement, got"
-                f" {_describe(obj)}."
+                f" Connection, a Table or a statement, got {_describe(obj)}."
             )
         session = state.session
         if session is not None:

@@ -267,20 +267,21 @@ def test_bind_name(tmp_path: t.Any) -> None:
 
 
 def test_get_bind_table(tmp_path: t.Any) -> None:
-    """get_bind answers the engine of a table, a model class or a statement."""
+    """get_bind answers the engine of a table or a statement."""
     app = two_engines(tmp_path)
     db = SessionORM(app)
     with app.app_context():
         other = db.engines["other"]
         assert db.get_bind(ByTableName.__table__) is other
-        assert db.get_bind(ByKey) is other
         assert db.get_bind(sa.delete(ByClassPath)) is other
         assert db.get_bind(link) is db.engine
         assert db.get_bind(ByKey.__table__) is db.session.get_bind(
             clause=ByKey.__table__
         )
-        with pytest.raises(TypeError, match=r"a Table, a mapped class.*'str'"):
+        with pytest.raises(TypeError, match=r"a Table or a statement, got 'str'"):
             db.get_bind("meta_home")
+        with pytest.raises(TypeError, match=r"got the class 'ByKey'"):
+            db.get_bind(ByKey)
 
 
 def test_create_all_registered(tmp_path: t.Any) -> None:
