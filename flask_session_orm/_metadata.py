@@ -170,7 +170,16 @@ def _split(state: AppState, sources: t.Sequence[sa.MetaData]) -> Metadatas:
     for source in sources:
         for table in source.sorted_tables:
             name = state.router.for_table(table)
-            target = by_engine[name]
+            target = by_engine.get(name)
+            if target is None:
+                # Only "default" can be missing: binds to unknown engines are
+                # refused earlier.
+                raise RuntimeError(
+                    f"The table {table.key!r} has no bind, so it belongs to the"
+                    f" engine {name!r}, which is not configured. The engines"
+                    f" that exist are: {', '.join(sorted(state.engines))}. Bind"
+                    " it with 'SESSION_ORM_BINDS' or __bind_key__."
+                )
             if table.key in target.tables:
                 raise RuntimeError(
                     f"The table {table.key!r} is defined in two registered"

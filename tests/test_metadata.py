@@ -224,6 +224,23 @@ def test_metadatas_same_table_twice(tmp_path: t.Any) -> None:
             db.metadatas  # noqa: B018
 
 
+def test_metadatas_without_default_engine(tmp_path: t.Any) -> None:
+    """A table with no bind in an app without a "default" engine is an error
+    that names the table and the engines.
+    """
+    app = two_engines(
+        tmp_path, SESSION_ORM_ENGINES={"other": "sqlite://", "more": "sqlite://"}
+    )
+    db = SessionORM(app, metadata=MetaBase)
+    with app.app_context():
+        with pytest.raises(
+            RuntimeError,
+            match=r"'meta_home' has no bind.*'default', which is not configured"
+            r".*: more, other\.",
+        ):
+            db.metadatas  # noqa: B018
+
+
 def test_engines_by_flask_sqlalchemy_keys(tmp_path: t.Any) -> None:
     """None is the default engine in db.engines and get_engine(bind=...), as
     Flask-Migrate's templates ask; bind_names() lists the other engines.
