@@ -187,6 +187,8 @@ def test_single_database(places: Places, tmp_path: pathlib.Path, backend: str) -
     body = sections(revision.read_text())["upgrade"]
     assert created_tables(body) == DEFAULT_TABLES
     assert "ForeignKeyConstraint(['author_id'], ['mig_author.id']" in body
+    assert "fk_mig_book_author_id_mig_author" in body
+    assert "uq_mig_author_name" in body
     assert "ix_mig_book_title" in body
     project.flask_db("upgrade")
     assert main.tables() == {*DEFAULT_TABLES, "alembic_version"}

@@ -24,7 +24,16 @@ AUDIT_URL = os.environ.get("MIGAPP_AUDIT_URL")
 
 
 class Base(orm.DeclarativeBase):
-    pass
+    # Constraint names come from the convention: the per-engine copies must
+    # give the same names, or the second migrate would see renamed constraints.
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
 
 
 class Author(Base):
