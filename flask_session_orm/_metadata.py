@@ -1,5 +1,5 @@
 """The app's metadata as Flask-Migrate sees it: one MetaData per engine, the
-engines by Flask-SQLAlchemy's keys, and DDL on the engines tables are routed to.
+engines by Flask-SQLAlchemy's keys, and DDL run on the engine of each table.
 """
 
 from __future__ import annotations
@@ -186,11 +186,31 @@ def _split(state: AppState, sources: t.Sequence[sa.MetaData]) -> Metadatas:
                     f" MetaData objects, both routed to the engine {name!r}:"
                     " register each table once."
                 )
-            # Foreign keys are copied as they are written (by name), so one to
-            # a table of another engine stays what the model says; schemas are
-            # kept.
+            _check_foreign_keys(state, table, name)
             table.to_metadata(target)
     return Metadatas(by_engine)
+
+
+def _check_foreign_keys(state: AppState, table: sa.Table, name: str) -> None:
+    # A copy whose foreign key names a table of another engine cannot be
+    # compared or created (SQLAlchemy cannot resolve it in the copy's MetaData,
+    # and the database cannot reach the other one): say so in the model's terms.
+    for foreign_key in table.foreign_keys:
+        try:
+            referred = foreign_key.column.table
+        except sa.exc.NoReferencedTableError:
+            continue  # SQLAlchemy's own error says it better.
+        if isinstance(referred, sa.Table):
+            other = state.router.for_table(referred)
+            if other != name:
+                raise RuntimeError(
+                    f"The table {table.key!r} (engine {name!r}) has a foreign key"
+                    f" to {referred.key!r} (engine {other!r}): a database cannot"
+                    " hold a foreign key to a table of another database. Route"
+                    " both tables to one engine, or drop the ForeignKey (a"
+                    " relationship() can still join them with primaryjoin and"
+                    " foreign())."
+                )
 
 
 def bind_name(state: AppState, obj: object) -> str | None:

@@ -241,6 +241,29 @@ def test_metadatas_without_default_engine(tmp_path: t.Any) -> None:
             db.metadatas  # noqa: B018
 
 
+def test_metadatas_foreign_key_across_engines(tmp_path: t.Any) -> None:
+    """A foreign key from a table of one engine to a table of another is an
+    error naming both tables and engines.
+    """
+    metadata = sa.MetaData()
+    sa.Table("meta_here", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "meta_bytable",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("here_id", sa.ForeignKey("meta_here.id")),
+    )
+    app = two_engines(tmp_path)
+    db = SessionORM(app, metadata=metadata)
+    with app.app_context():
+        with pytest.raises(
+            RuntimeError,
+            match=r"'meta_bytable' \(engine 'other'\) has a foreign key to"
+            r" 'meta_here' \(engine 'default'\)",
+        ):
+            db.metadatas  # noqa: B018
+
+
 def test_engines_by_flask_sqlalchemy_keys(tmp_path: t.Any) -> None:
     """None is the default engine in db.engines and get_engine(bind=...), as
     Flask-Migrate's templates ask; bind_names() lists the other engines.
