@@ -405,3 +405,23 @@ def test_create_all_with_open_transaction_in_request(
         ddl_db.create_all()
         assert ddl_db.session.scalar(sa.select(Item.name)) == "pending"
         ddl_db.session.close()
+
+
+def test_ddl_inside_isolation_with_open_transaction(
+    app: flask.Flask, ddl_db: SessionORM, backend: str, outside_requests: None
+) -> None:
+    """Inside db.isolation() the session shares the DDL's connection, so an open
+    transaction is no reason to refuse create_all.
+    """
+    if backend == "mysql":
+        pytest.skip("DDL inside db.isolation() is refused on MariaDB/MySQL")
+    extra = sa.Table(
+        "meta_isolated", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True)
+    )
+    with ddl_db.isolation(app), app.app_context():
+        ddl_db.session.add(Item(name="isolated"))
+        ddl_db.session.flush()
+        ddl_db.create_all(extra.metadata)
+        assert ddl_db.session.scalar(sa.select(sa.func.count()).select_from(extra)) == 0
+    with app.app_context():
+        assert not sa.inspect(ddl_db.engine).has_table("meta_isolated")
