@@ -11,7 +11,9 @@ import difflib
 import inspect
 import os
 import re
+import sys
 import typing as t
+import warnings
 
 import sqlalchemy as sa
 import sqlalchemy.orm as orm
@@ -42,6 +44,36 @@ _SESSION_PARAMETERS = frozenset(inspect.signature(orm.Session.__init__).paramete
 # Matches the password part of a URL written inside any text, for error messages
 # that quote a driver's or SQLAlchemy's own words.
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+
+
+#: Flask-SQLAlchemy's keys that configure databases, with what replaces each.
+#: (``SQLALCHEMY_TRACK_MODIFICATIONS`` and ``SQLALCHEMY_RECORD_QUERIES`` configure
+#: no database and are left alone.)
+FLASK_SQLALCHEMY_KEYS: dict[str, str] = {
+    "SQLALCHEMY_DATABASE_URI": "'SESSION_ORM_DATABASE_URL'",
+    "SQLALCHEMY_BINDS": (
+        "'SESSION_ORM_ENGINES' (and 'SESSION_ORM_BINDS' or __bind_key__ for the models)"
+    ),
+    "SQLALCHEMY_ENGINE_OPTIONS": "'SESSION_ORM_ENGINE_OPTIONS'",
+    "SQLALCHEMY_ECHO": "'SESSION_ORM_ECHO'",
+    "SQLALCHEMY_POOL_SIZE": "'SESSION_ORM_ENGINE_OPTIONS' {'pool_size': ...}",
+    "SQLALCHEMY_POOL_TIMEOUT": "'SESSION_ORM_ENGINE_OPTIONS' {'pool_timeout': ...}",
+    "SQLALCHEMY_POOL_RECYCLE": "'SESSION_ORM_ENGINE_OPTIONS' {'pool_recycle': ...}",
+    "SQLALCHEMY_MAX_OVERFLOW": "'SESSION_ORM_ENGINE_OPTIONS' {'max_overflow': ...}",
+}
+
+
+class FlaskSQLAlchemyConfigWarning(UserWarning):
+    """The app's config has a Flask-SQLAlchemy key that configures a database,
+    which flask-session-orm ignores.
+
+    Issued once by :meth:`.SessionORM.init_app`, naming each such key and the
+    key that replaces it. A key whose value is ``None``, empty or ``False``
+    (what Flask-SQLAlchemy sets as its defaults) configures nothing and is not
+    named.
+
+    .. versionadded:: 0.1.0
+    """
 
 
 class ConfigKeyError(KeyError):
@@ -109,12 +141,49 @@ def read_config(
     engines = _read_engines(config, common, echo, instance_path)
     binds = _read_binds(config, engines)
     session_options = _read_session_options(config, session_defaults or {})
+    _warn_flask_sqlalchemy_keys(config)
     return Config(
         engines=engines,
         binds=binds,
         session_options=session_options,
         commit_on_success=commit_on_success,
     )
+
+
+def _warn_flask_sqlalchemy_keys(config: t.Mapping[str, t.Any]) -> None:
+    # A leftover Flask-SQLAlchemy key is not an error: an app may run both
+    # extensions while it moves. But a test config whose SQLALCHEMY_DATABASE_URI
+    # points at a throw-away database, while SESSION_ORM_DATABASE_URL still
+    # names the real one, must not go unnoticed.
+    found = [
+        key
+        for key in FLASK_SQLALCHEMY_KEYS
+        if config.get(key) not in (None, False, "", {})
+    ]
+    if not found:
+        return
+    keys = "; ".join(f"{key!r} (use {FLASK_SQLALCHEMY_KEYS[key]})" for key in found)
+    warnings.warn(
+        f"The app's config sets Flask-SQLAlchemy's {keys}. flask-session-orm"
+        " ignores Flask-SQLAlchemy's keys: move the setting to the replacement"
+        " and remove the old key.",
+        FlaskSQLAlchemyConfigWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package."""
+    level = 1
+    frame = sys._getframe(1)
+    package = __name__.rpartition(".")[0]
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != package and not name.startswith(package + "."):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return 1
 
 
 def _check_unknown_keys(config: t.Mapping[str, t.Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import types
 import typing as t
 
 import flask
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as orm
 
 from . import _cli
+from . import _metadata
 from . import _scope
 from ._binds import DEFAULT
 from ._config import ConfigKeyError
@@ -18,6 +18,8 @@ from ._config import read_config
 from ._isolation import Isolation
 from ._lifecycle import invalidate as _invalidate_session
 from ._lifecycle import mark_no_autocommit
+from ._metadata import Engines
+from ._metadata import MetadataSource
 from ._session import Session
 from ._session import add_on_commit
 from ._state import AppState
@@ -34,6 +36,11 @@ class SessionORM:
         ``SESSION_ORM_ENGINE_OPTIONS`` and per-engine options override them.
     :param session_options: Default ``sessionmaker`` options;
         ``SESSION_ORM_SESSION_OPTIONS`` and the dedicated keys override them.
+    :param metadata: The metadata of the app's models: a declarative base
+        class, a :class:`~sqlalchemy.MetaData`, or a list of them. Used by
+        :attr:`metadata`, :attr:`metadatas` (Flask-Migrate), and by
+        :meth:`create_all` / :meth:`drop_all` called without a target. See
+        :meth:`register_metadata` to add it later.
 
     .. versionadded:: 0.1.0
     """
@@ -44,10 +51,15 @@ class SessionORM:
         *,
         engine_options: t.Mapping[str, t.Any] | None = None,
         session_options: t.Mapping[str, t.Any] | None = None,
+        metadata: MetadataSource | t.Iterable[MetadataSource] | None = None,
     ) -> None:
         # Validated by init_app, with the app's config, so errors name the key.
         self._engine_options = engine_options
         self._session_options = session_options
+        # Code, not configuration: the same for every app of this extension.
+        self._metadata: list[sa.MetaData] = []
+        if metadata is not None:
+            self._metadata = _metadata.to_metadata_list("metadata", metadata)
         if app is not None:
             self.init_app(app)
 
@@ -98,19 +110,34 @@ class SessionORM:
 
     @property
     def engines(self) -> t.Mapping[str, sa.Engine]:
-        """The current app's engines, by name."""
-        return types.MappingProxyType(_scope.app_state(self).engines)
+        """The current app's engines, by name (read-only).
+
+        ``db.engines[None]`` and ``db.engines.get(None)`` are the ``"default"``
+        engine too, as in Flask-SQLAlchemy, for Flask-Migrate's multi-database
+        ``env.py``; iterating gives the names.
+        """
+        return Engines(_scope.app_state(self).engines)
 
     @property
     def engine(self) -> sa.Engine:
         """The current app's ``"default"`` engine."""
         return self.get_engine(DEFAULT)
 
-    def get_engine(self, name: str = DEFAULT) -> sa.Engine:
+    def get_engine(
+        self, name: str | None = DEFAULT, *, bind: str | None = None
+    ) -> sa.Engine:
         """The current app's engine called ``name``.
 
+        :param name: The engine's name; None is ``"default"``.
+        :param bind: The same, under Flask-SQLAlchemy's name for it (as
+            Flask-Migrate's multi-database ``env.py`` passes it): None is
+            ``"default"``, another value wins over ``name``.
         :raises KeyError: There is no such engine.
         """
+        if bind is not None:
+            name = bind
+        if name is None:
+            name = DEFAULT
         engines = _scope.app_state(self).engines
         try:
             return engines[name]
@@ -120,35 +147,131 @@ class SessionORM:
                 f" {', '.join(sorted(engines))}."
             ) from None
 
-    def create_all(self, target: t.Any) -> None:
+    def create_all(self, target: t.Any = None) -> None:
         """Create the tables of ``target`` (a declarative base or a
         :class:`~sqlalchemy.MetaData`), each on the engine its model is bound to.
+
+        :param target: Default: the registered :attr:`metadata`.
+        :raises RuntimeError: :attr:`session` has a transaction in progress,
+            whose locks would make the DDL wait for ever; commit or close it
+            first. (Inside :meth:`isolation` it shares the DDL's connection
+            and is no obstacle.)
         """
         self._ddl(target, create=True)
 
-    def drop_all(self, target: t.Any) -> None:
-        """Drop the tables of ``target``, each on the engine its model is bound to."""
+    def drop_all(self, target: t.Any = None) -> None:
+        """Drop the tables of ``target``, each on the engine its model is bound
+        to. The same arguments and errors as :meth:`create_all`.
+        """
         self._ddl(target, create=False)
 
     def _ddl(self, target: t.Any, *, create: bool) -> None:
-        metadata = target if isinstance(target, sa.MetaData) else None
-        if metadata is None:
-            metadata = getattr(target, "metadata", None)
-        if not isinstance(metadata, sa.MetaData):
-            raise TypeError(
-                "create_all() and drop_all() take a declarative base or a MetaData,"
-                f" got {type(target).__name__!r}."
+        if target is None:
+            if not self._metadata:
+                method = "create_all" if create else "drop_all"
+                raise _metadata.no_metadata_error(f"db.{method}() without a target")
+            sources = self._metadata
+        else:
+            metadata = target if isinstance(target, sa.MetaData) else None
+            if metadata is None:
+                metadata = getattr(target, "metadata", None)
+            if not isinstance(metadata, sa.MetaData):
+                raise TypeError(
+                    "create_all() and drop_all() take a declarative base or a"
+                    f" MetaData, got {type(target).__name__!r}."
+                )
+            sources = [metadata]
+        _metadata.run_ddl(_scope.app_state(self), sources, create=create)
+
+    # -- metadata and Flask-Migrate ----------------------------------------------
+
+    def register_metadata(self, *targets: MetadataSource) -> None:
+        """Add the metadata of the app's models, as the ``metadata`` argument
+        of :class:`SessionORM` does: for when the base class is defined after
+        the extension object. Registering one twice does nothing.
+
+        :param targets: Declarative base classes or
+            :class:`~sqlalchemy.MetaData` objects.
+        :raises TypeError: A target is neither.
+
+        .. versionadded:: 0.1.0
+        """
+        for metadata in _metadata.to_metadata_list("metadata", targets):
+            if not any(metadata is known for known in self._metadata):
+                self._metadata.append(metadata)
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        """The registered :class:`~sqlalchemy.MetaData` (the ``metadata``
+        argument, or :meth:`register_metadata`): the same object as
+        ``Base.metadata``, so ``sa.Table("name", db.metadata, ...)`` defines a
+        table of the app's models. Needs no app context.
+
+        :raises RuntimeError: None is registered, or several are (then use
+            each base's own ``metadata``).
+
+        .. versionadded:: 0.1.0
+        """
+        if not self._metadata:
+            raise _metadata.no_metadata_error("db.metadata")
+        if len(self._metadata) > 1:
+            raise RuntimeError(
+                f"db.metadata is ambiguous: {len(self._metadata)} MetaData objects"
+                " are registered with this SessionORM. Use the metadata of each"
+                " base class, or db.metadatas for the tables of each engine."
             )
-        state = _scope.app_state(self)
-        groups: dict[str, list[sa.Table]] = {}
-        for table in metadata.sorted_tables:
-            groups.setdefault(state.router.for_table(table), []).append(table)
-        targets = state.targets
-        for name, tables in groups.items():
-            if create:
-                metadata.create_all(targets[name], tables=tables)
-            else:
-                metadata.drop_all(targets[name], tables=tables)
+        return self._metadata[0]
+
+    @property
+    def metadatas(self) -> t.Mapping[str | None, sa.MetaData]:
+        """The registered tables of the current app by engine, read-only:
+        ``None`` (or ``"default"``) for the ``"default"`` engine, the name of
+        each other engine, and a :class:`~sqlalchemy.MetaData` holding copies
+        of exactly the tables routed to it (``SESSION_ORM_BINDS``, then
+        ``__bind_key__``, else ``"default"``), with their constraints, indexes
+        and schema. Every engine has an entry. This is what Flask-Migrate's
+        ``env.py`` compares each database with.
+
+        Computed for the current app, since routing is configuration, and
+        kept until a registered MetaData gains or loses a table. The copies
+        are for comparing and DDL, not for queries: use the models.
+
+        :raises RuntimeError: No metadata is registered; or outside an app
+            context.
+
+        .. versionadded:: 0.1.0
+        """
+        if not self._metadata:
+            raise _metadata.no_metadata_error("db.metadatas")
+        return _metadata.metadatas(_scope.app_state(self), self._metadata)
+
+    def bind_names(self) -> list[str]:
+        """The names of the current app's engines other than ``"default"``,
+        in configuration order (Flask-Migrate's multi-database template makes
+        one section per name).
+
+        .. versionadded:: 0.1.0
+        """
+        return [name for name in _scope.app_state(self).engines if name != DEFAULT]
+
+    def bind_name(self, obj: object) -> str:
+        """The name of the engine ``obj`` is routed to in the current app.
+
+        :param obj: A :class:`~sqlalchemy.Table`, a mapped class or an instance
+            of one, a :class:`~sqlalchemy.orm.Mapper`, or a Core statement (the
+            engine of the first table it names, as the session routes it).
+        :raises TypeError: ``obj`` is none of these.
+        :raises ValueError: Its ``__bind_key__`` names no engine.
+
+        .. versionadded:: 0.1.0
+        """
+        name = _metadata.bind_name(_scope.app_state(self), obj)
+        if name is None:
+            raise TypeError(
+                "bind_name() takes a Table, a mapped class or instance, a Mapper"
+                f" or a statement, got {_describe(obj)}."
+            )
+        return name
 
     # -- hooks -------------------------------------------------------------------
 
@@ -179,6 +302,10 @@ class SessionORM:
         - An :class:`~sqlalchemy.engine.Engine` or a
           :class:`~sqlalchemy.engine.Connection`: itself.
 
+        - A :class:`~sqlalchemy.Table` or a statement (``select(Model)``,
+          ``insert(table)``, ...): the engine :meth:`bind_name` names (the
+          isolation's connection inside :meth:`isolation`).
+
         :raises TypeError: ``obj`` is none of these; the message names what was
             passed.
 
@@ -190,9 +317,16 @@ class SessionORM:
             return obj.get_bind()
         state = _inspect_instance(obj)
         if state is None:
+            # A mapped class is refused, as a likely slip for an instance;
+            # bind_name() answers for classes.
+            if isinstance(obj, sa.ClauseElement):
+                app_state = _scope.app_state(self)
+                name = _metadata.bind_name(app_state, obj)
+                if name is not None:
+                    return app_state.targets[name]
             raise TypeError(
-                "get_bind() takes a model instance, a Session, an Engine or a"
-                f" Connection, got {_describe(obj)}."
+                "get_bind() takes a model instance, a Session, an Engine, a"
+                f" Connection, a Table or a statement, got {_describe(obj)}."
             )
         session = state.session
         if session is not None:

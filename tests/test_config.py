@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as orm
 import sqlalchemy.pool as sa_pool
 
+from flask_session_orm import FlaskSQLAlchemyConfigWarning
 from flask_session_orm import SessionORM
 
 from .conftest import Base
@@ -396,3 +397,70 @@ def test_constructor_options_type_error(tmp_path: t.Any) -> None:
     app = make_app(tmp_path, SESSION_ORM_DATABASE_URL="sqlite://")
     with pytest.raises(TypeError, match="argument 'engine_options'"):
         SessionORM(app, engine_options=t.cast(t.Any, ["pool_size"]))
+
+
+# -- Flask-SQLAlchemy's keys -----------------------------------------------------
+
+
+def test_flask_sqlalchemy_key_warns(tmp_path: t.Any) -> None:
+    """A leftover SQLALCHEMY_DATABASE_URI next to SESSION_ORM_DATABASE_URL is
+    named, with its replacement, in one warning pointing at the init_app call.
+    """
+    app = make_app(
+        tmp_path,
+        SESSION_ORM_DATABASE_URL="sqlite://",
+        SQLALCHEMY_DATABASE_URI="sqlite:///test-only.db",
+    )
+    with pytest.warns(
+        FlaskSQLAlchemyConfigWarning,
+        match=r"'SQLALCHEMY_DATABASE_URI' \(use 'SESSION_ORM_DATABASE_URL'\)",
+    ) as record:
+        SessionORM(app)
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    assert issubclass(FlaskSQLAlchemyConfigWarning, UserWarning)
+
+
+def test_flask_sqlalchemy_keys_in_one_warning(tmp_path: t.Any) -> None:
+    """Every database key of Flask-SQLAlchemy that is set is named in a single
+    warning, each with what replaces it.
+    """
+    app = make_app(
+        tmp_path,
+        SESSION_ORM_DATABASE_URL="sqlite://",
+        SQLALCHEMY_BINDS={"stats": "sqlite://"},
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 600},
+        SQLALCHEMY_ECHO=True,
+        SQLALCHEMY_POOL_SIZE=5,
+    )
+    db = SessionORM()
+    with pytest.warns(FlaskSQLAlchemyConfigWarning) as record:
+        db.init_app(app)
+    assert len(record) == 1
+    message = str(record[0].message)
+    for key, replacement in [
+        ("SQLALCHEMY_BINDS", "'SESSION_ORM_ENGINES'"),
+        ("SQLALCHEMY_ENGINE_OPTIONS", "'SESSION_ORM_ENGINE_OPTIONS'"),
+        ("SQLALCHEMY_ECHO", "'SESSION_ORM_ECHO'"),
+        ("SQLALCHEMY_POOL_SIZE", "'SESSION_ORM_ENGINE_OPTIONS' {'pool_size': ...}"),
+    ]:
+        assert f"'{key}' (use {replacement}" in message
+    assert record[0].filename == __file__
+
+
+def test_flask_sqlalchemy_defaults_do_not_warn(tmp_path: t.Any) -> None:
+    """The defaults Flask-SQLAlchemy's init_app writes (None, {}, False), and its
+    keys that configure no database, are no reason to warn.
+    """
+    app = make_app(
+        tmp_path,
+        SESSION_ORM_DATABASE_URL="sqlite://",
+        SQLALCHEMY_DATABASE_URI=None,
+        SQLALCHEMY_BINDS={},
+        SQLALCHEMY_ENGINE_OPTIONS={},
+        SQLALCHEMY_ECHO=False,
+        SQLALCHEMY_RECORD_QUERIES=True,
+        SQLALCHEMY_TRACK_MODIFICATIONS=True,
+    )
+    SessionORM(app)  # filterwarnings = error: a warning would fail the test
+    assert "session_orm" in app.extensions

@@ -1016,3 +1016,70 @@ def test_jobs_page_tests(examples: Examples, database_url: str) -> None:
     )
     assert "2 passed" in result.stdout, result.stdout
     assert result.returncode == 0
+
+
+# -- schema migrations ---------------------------------------------------------
+
+
+def sqlite_tables(path: pathlib.Path) -> set[str]:
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("module", "databases"),
+    [
+        ("migrations", {"app.db": {"user", "followers"}}),
+        (
+            "migrations_multidb",
+            {"shop.db": {"order"}, "audit.db": {"audit_entry", "login_attempt"}},
+        ),
+    ],
+)
+def test_migrations_page_commands(
+    examples: Examples, module: str, databases: dict[str, set[str]]
+) -> None:
+    """The migrations page's flask db commands put each table of its examples in
+    the database the page says.
+    """
+    commands = [
+        command
+        for command, _ in console_commands("migrations.rst")
+        if f"--app {module} " in command
+    ]
+    assert len(commands) == 3
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith("FLASK_SESSION_ORM_")
+    }
+    for command in commands:
+        argv = shlex.split(command)
+        result = subprocess.run(
+            [str(pathlib.Path(sys.executable).parent / "flask"), *argv[1:]],
+            cwd=examples.directory,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout}"
+    for name, tables in databases.items():
+        path = examples.directory / "instance" / name
+        assert sqlite_tables(path) == {*tables, "alembic_version"}
+
+
+def test_migrations_page_bind_lookup(examples: Examples) -> None:
+    """The migrations page's table -> engine lookups answer what it shows."""
+    module = examples.load("migrations_multidb")
+    (block,) = code_blocks("migrations.rst", "pycon")
+    test = doctest.DocTestParser().get_doctest(block, {}, "bind", None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test, clear_globs=False)
+    assert runner.summarize(verbose=False).failed == 0
+    with test.globs["app"].app_context():
+        for engine in module.db.engines.values():
+            engine.dispose()
