@@ -8,15 +8,23 @@ import typing as t
 if t.TYPE_CHECKING:
     from . import signals
     from ._extension import SessionORM
+    from ._keyset import KeysetPagination
+    from ._pagination import Pagination
     from ._session import Session
 
-__all__ = ["Session", "SessionORM", "signals"]
+__all__ = ["KeysetPagination", "Pagination", "Session", "SessionORM", "signals"]
 
 # pytest imports the plugin (flask_session_orm.pytest_plugin), and so this
 # package, at the start of every run in every environment where the package is
 # installed. The public names are therefore imported on first use, so that a run
 # that does not use the extension does not pay for importing Flask and SQLAlchemy.
-_PUBLIC = {"Session": "._session", "SessionORM": "._extension", "signals": ".signals"}
+_PUBLIC = {
+    "KeysetPagination": "._keyset",
+    "Pagination": "._pagination",
+    "Session": "._session",
+    "SessionORM": "._extension",
+    "signals": ".signals",
+}
 
 
 def __getattr__(name: str) -> t.Any:
