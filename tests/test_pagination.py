@@ -55,6 +55,11 @@ def make_rows() -> list[Row]:
 @pytest.fixture
 def rows(app: flask.Flask, db: SessionORM) -> t.Iterator[None]:
     """The table of ROWS rows, for the test only."""
+    yield from table_of_rows(app, db)
+
+
+def table_of_rows(app: flask.Flask, db: SessionORM) -> t.Iterator[None]:
+    """Create the table with ROWS rows, yield, drop it."""
     with app.app_context():
         db.drop_all(Base)
         db.create_all(Base)
@@ -258,14 +263,16 @@ def test_paginate_max_per_page(client: flask.testing.FlaskClient) -> None:
     assert client.get("/page?per_page=500").json["per_page"] == 500
 
 
-def statements(db: SessionORM) -> list[str]:
+def statements(db: SessionORM, parameters: list[t.Any] | None = None) -> list[str]:
     """A list that receives the SQL of every statement the current app's default
-    engine runs from now on.
+    engine runs from now on (and ``parameters`` their parameters).
     """
     seen: list[str] = []
 
     def record(*args: t.Any) -> None:
         seen.append(args[2])
+        if parameters is not None:
+            parameters.append(args[3])
 
     sa.event.listen(db.engine, "before_cursor_execute", record)
     return seen
