@@ -42,6 +42,11 @@ def ordering(select: sa.Select[t.Any]) -> list[Key]:
     """The ORDER BY terms of ``select``; OrderingError for what keyset
     pagination cannot compare.
     """
+    if not isinstance(select, sa.Select):
+        raise TypeError(
+            "paginate_keyset() takes a select() statement, got"
+            f" {type(select).__name__!r}."
+        )
     # Select has no public accessor for its ORDER BY; _order_by_clauses is the
     # attribute SQLAlchemy itself uses (1.4 to 2.1).
     clauses = tuple(getattr(select, "_order_by_clauses", ()))
@@ -75,6 +80,12 @@ def _key(clause: t.Any) -> Key:
         expression = expression.element
     if isinstance(expression, sa.Label):
         expression = expression.element
+    if isinstance(expression, sa.Over):
+        raise OrderingError(
+            f"Keyset pagination cannot compare the window function {str(clause)!r}"
+            " in a WHERE: select from a subquery that computes it, and order by"
+            " the subquery's column."
+        )
     visit_name = getattr(expression, "__visit_name__", None)
     if visit_name in ("textual_label_reference", "textclause"):
         raise OrderingError(
@@ -230,7 +241,12 @@ def paginate_keyset(
     walk = reversed_keys(keys) if backwards else keys
     query = select.order_by(None).order_by(*order_by(walk))
     if values is not None:
-        query = query.where(after_rows(walk, values))
+        condition = after_rows(walk, values)
+        # A grouped statement may be ordered by an aggregate (count(*) DESC),
+        # which WHERE cannot use; HAVING can compare aggregates and the grouped
+        # columns alike.
+        grouped = bool(getattr(select, "_group_by_clauses", ()))
+        query = query.having(condition) if grouped else query.where(condition)
     # The keys are selected as extra columns, so that the cursors can be made
     # from any ordering expression, not only from attributes of the items.
     labels = [key.expression.label(f"_keyset_{i}") for i, key in enumerate(keys)]

@@ -11,12 +11,14 @@ import typing as t
 import flask
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.orm as orm
 
 from flask_session_orm import KeysetPagination
 from flask_session_orm import SessionORM
 
 from .test_pagination import ROWS
 from .test_pagination import Row
+from .test_pagination import Tag
 from .test_pagination import statements
 from .test_pagination import table_of_rows
 
@@ -26,6 +28,7 @@ ORDERINGS: dict[str, list[t.Any]] = {
     "name-desc": [sa.desc(Row.name)],
     "score-id": [Row.score, Row.id],
     "score-desc-id": [Row.score.desc(), Row.id.asc()],
+    "created-desc-id": [Row.created.desc(), Row.id],
     "created-desc-id-desc": [Row.created.desc(), Row.id.desc()],
     "score-created-id": [Row.score.desc(), Row.created, Row.id.desc()],
     "expression": [(Row.score * 100 + Row.id).desc()],
@@ -111,6 +114,50 @@ def test_walk_matches_offset(
         backward[:0] = page["ids"]
     assert backward == expected
     assert page["prev"] is None
+
+
+def test_joined_collection(app: flask.Flask, db: SessionORM, rows: None) -> None:
+    """With a joined eager load of a collection, pages hold distinct, whole rows."""
+    statement = (
+        sa.select(Row)
+        .options(orm.joinedload(Row.tags))
+        .order_by(Row.created.desc(), Row.id)
+    )
+    with app.test_request_context():
+        page = db.paginate_keyset(statement, per_page=7)
+        seen = {row.id: len(row.tags) for row in page}
+        while page.has_next:
+            page = db.paginate_keyset(statement, per_page=7, after=page.next_cursor)
+            assert len(page.items) == 7 or not page.has_next
+            seen.update((row.id, len(row.tags)) for row in page)
+        db.session.close()
+    assert list(seen) == offset_order(app, db, "created-desc-id")
+    assert seen == {i: i % 3 for i in range(1, ROWS + 1)}
+
+
+def test_grouped_statement(app: flask.Flask, db: SessionORM, rows: None) -> None:
+    """A grouped statement ordered by an aggregate pages with HAVING, both ways."""
+    count = sa.func.count(Row.id)
+    statement = (
+        sa.select(Row.score, count.label("n"))
+        .group_by(Row.score)
+        .order_by(count.desc(), Row.score)
+    )
+    with app.test_request_context():
+        pages = [db.paginate_keyset(statement, per_page=2)]
+        while pages[-1].has_next:
+            after = pages[-1].next_cursor
+            pages.append(db.paginate_keyset(statement, per_page=2, after=after))
+        back = [pages[-1]]
+        while back[0].has_prev:
+            before = back[0].prev_cursor
+            back.insert(0, db.paginate_keyset(statement, per_page=2, before=before))
+        db.session.close()
+    # Scores 1 to 4 have eight rows each, 0, 5 and 6 seven.
+    expected = [1, 2, 3, 4, 0, 5, 6]
+    assert [score for page in pages for score in page] == expected
+    assert [score for page in back for score in page] == expected
+    assert [len(page) for page in back] == [2, 2, 2, 1]
 
 
 def test_page_sizes(client: flask.testing.FlaskClient) -> None:
@@ -234,6 +281,7 @@ def test_empty_page_after_cursor(
     """Rows deleted past a cursor: a 404, or an empty page with error_out=False."""
     cursor = client.get("/rows/id?per_page=50").json["next"]
     with app.app_context(), db.sessionmaker() as session:
+        session.execute(sa.delete(Tag).where(Tag.row_id > 50))
         session.execute(sa.delete(Row).where(Row.id > 50))
         session.commit()
     assert client.get(f"/rows/id?after={cursor}").status_code == 404
@@ -274,6 +322,10 @@ def test_result_object(app: flask.Flask, db: SessionORM, rows: None) -> None:
             r"does not support NULLS FIRST/LAST .*NOT NULL",
         ),
         ([sa.literal(1)], r"cannot compare the ORDER BY term ':param_1'"),
+        (
+            [sa.func.row_number().over(order_by=Row.id)],
+            r"cannot compare the window function .*subquery",
+        ),
     ],
 )
 def test_unsupported_ordering(
@@ -283,6 +335,19 @@ def test_unsupported_ordering(
     statement = sa.select(Row).order_by(*ordering)
     with app.test_request_context(), pytest.raises(ValueError, match=message):
         db.paginate_keyset(statement)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_not_a_select(app: flask.Flask, db: SessionORM) -> None:
+    """A UNION is not a select(): a TypeError names what was passed."""
+    union = sa.union(sa.select(Row.id), sa.select(Row.id)).order_by("id")
+    with (
+        app.test_request_context(),
+        pytest.raises(
+            TypeError, match="takes a select\\(\\) statement, got 'CompoundSelect'"
+        ),
+    ):
+        db.paginate_keyset(union)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

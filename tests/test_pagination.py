@@ -34,10 +34,21 @@ class Row(Base):
     score: orm.Mapped[int]
     created: orm.Mapped[datetime.datetime]
     note: orm.Mapped[str | None] = orm.mapped_column(sa.String(50))
+    tags: orm.Mapped[list[Tag]] = orm.relationship(order_by="Tag.id")
+
+
+class Tag(Base):
+    __tablename__ = "page_test_tag"
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    row_id: orm.Mapped[int] = orm.mapped_column(sa.ForeignKey(Row.id))
+    label: orm.Mapped[str] = orm.mapped_column(sa.String(20))
 
 
 def make_rows() -> list[Row]:
-    """ROWS rows: unique ids, names and times; scores repeat (0 to 6)."""
+    """ROWS rows: unique ids, names and times; scores repeat (0 to 6); row i has
+    i % 3 tags.
+    """
     start = datetime.datetime(2024, 1, 1, 12, 0, 0)
     return [
         Row(
@@ -47,6 +58,7 @@ def make_rows() -> list[Row]:
             # A permutation of the ids, so that this order is not the id order.
             created=start + datetime.timedelta(minutes=(i * 19) % ROWS),
             note=None if i % 5 == 0 else f"note {i}",
+            tags=[Tag(label=f"tag {n}") for n in range(i % 3)],
         )
         for i in range(1, ROWS + 1)
     ]
@@ -150,6 +162,7 @@ def test_get_or_404_passes_arguments(
         "created",
         "note",
         "score",
+        "tags",
     ]
 
 
@@ -314,6 +327,24 @@ def test_paginate_next_prev(app: flask.Flask, db: SessionORM, rows: None) -> Non
     assert (data["next"]["page"], data["next"]["total"]) == (3, ROWS)
     assert data["prev"] == list(range(1, 11))
     assert data["queries"] == 2  # The two pages' items, no count.
+
+
+def test_paginate_joined_collection(
+    app: flask.Flask, db: SessionORM, rows: None
+) -> None:
+    """A joined eager load of a collection gives whole pages of distinct rows."""
+
+    @app.get("/tagged")
+    def tagged() -> dict[str, t.Any]:
+        statement = sa.select(Row).options(orm.joinedload(Row.tags)).order_by(Row.id)
+        pagination = db.paginate(statement, per_page=10)
+        return {
+            "tags": {row.id: len(row.tags) for row in pagination},
+            "total": pagination.total,
+        }
+
+    data = app.test_client().get("/tagged?page=2").json
+    assert data == {"tags": {str(i): i % 3 for i in range(11, 21)}, "total": ROWS}
 
 
 def test_paginate_outside_request(
