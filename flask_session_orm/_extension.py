@@ -483,9 +483,12 @@ class SessionORM:
             ``404 Not Found`` for a bad page size or an empty page reached
             through a cursor. False: the first page, the default page size, the
             empty page.
-        :raises ValueError: ``select`` is not ordered, or by an expression that
-            cannot be compared; both ``after`` and ``before`` were passed; a row
-            has NULL in an ordering column.
+        :raises ValueError: ``select`` is not ordered, or by something that
+            cannot be compared (a string, ``text()``, NULLS FIRST/LAST, a window
+            function, a nullable column); both ``after`` and ``before`` were
+            passed; the row a cursor is made from has NULL in an ordering
+            expression.
+        :raises TypeError: ``select`` is not a ``select()`` statement.
         :raises RuntimeError: The app has no ``SECRET_KEY`` to sign cursors with.
 
         .. versionadded:: 0.1.0

@@ -106,6 +106,16 @@ def _key(clause: t.Any) -> Key:
             " order by columns, or SQL expressions of columns, ascending or"
             " descending."
         )
+    # A NULL compares to nothing, so rows with one would be skipped by every
+    # page after the first: refuse a nullable column at once rather than on the
+    # page where a NULL happens to end up under a cursor.
+    if isinstance(expression, sa.Column) and expression.nullable:
+        raise OrderingError(
+            f"Keyset pagination needs NOT NULL ordering columns, and"
+            f" {str(expression)!r} is nullable: declare it NOT NULL, or order by"
+            f" an expression that is never NULL, such as"
+            f" 'func.coalesce({expression.key}, ...)'."
+        )
     return Key(expression, descending)
 
 

@@ -323,6 +323,11 @@ def test_result_object(app: flask.Flask, db: SessionORM, rows: None) -> None:
         ),
         ([sa.literal(1)], r"cannot compare the ORDER BY term ':param_1'"),
         (
+            [Row.note, Row.id],
+            r"NOT NULL ordering columns, and 'page_test_row.note' is nullable: .*"
+            r"'func.coalesce\(note, \.\.\.\)'",
+        ),
+        (
             [sa.func.row_number().over(order_by=Row.id)],
             r"cannot compare the window function .*subquery",
         ),
@@ -351,12 +356,14 @@ def test_not_a_select(app: flask.Flask, db: SessionORM) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_null_in_ordering_column(app: flask.Flask, db: SessionORM, rows: None) -> None:
-    """A NULL in an ordering column cannot become a cursor: a ValueError names it."""
-    statement = sa.select(Row).order_by(Row.note, Row.id)
+def test_null_in_ordering_expression(
+    app: flask.Flask, db: SessionORM, rows: None
+) -> None:
+    """A NULL in an ordering expression cannot become a cursor: a ValueError."""
+    statement = sa.select(Row).order_by(sa.func.lower(Row.note), Row.id)
     with (
         app.test_request_context(),
-        pytest.raises(ValueError, match=r"NULL in the ordering term .*note"),
+        pytest.raises(ValueError, match=r"NULL in the ordering term 'lower\(.*note"),
     ):
         db.paginate_keyset(statement, per_page=5)
 
