@@ -198,9 +198,11 @@ class KeysetPagination:
         return self.prev_cursor is not None
 
     def __iter__(self) -> t.Iterator[t.Any]:
+        """Iterate over :attr:`items`."""
         return iter(self.items)
 
     def __len__(self) -> int:
+        """The number of :attr:`items`."""
         return len(self.items)
 
     def __repr__(self) -> str:

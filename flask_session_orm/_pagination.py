@@ -255,6 +255,7 @@ class Pagination:
         yield from range(right_start, end)
 
     def __iter__(self) -> t.Iterator[t.Any]:
+        """Iterate over :attr:`items`."""
         return iter(self.items)
 
     def __repr__(self) -> str:
