@@ -262,6 +262,8 @@ def test_both_cursors(
     response = client.get(f"/rows/id?after={cursor}&before={cursor}")
     assert response.status_code == 400
     assert "Give &#39;after&#39; or &#39;before&#39;, not both." in response.text
+    lenient = client.get(f"/rows/id?lenient&per_page=3&after={cursor}&before={cursor}")
+    assert lenient.json["ids"] == [1, 2, 3]
     with (
         app.test_request_context(),
         pytest.raises(ValueError, match="'after' or 'before'.*not both"),

@@ -347,6 +347,16 @@ def test_paginate_joined_collection(
     assert data == {"tags": {str(i): i % 3 for i in range(11, 21)}, "total": ROWS}
 
 
+def test_paginate_columns(app: flask.Flask, db: SessionORM, rows: None) -> None:
+    """A statement of columns gives the first column of each row, as scalars()."""
+    with app.test_request_context("/?page=2&per_page=3"):
+        statement = sa.select(Row.name, Row.score).order_by(Row.id)
+        pagination = db.paginate(statement)
+        assert pagination.items == ["row-004", "row-005", "row-006"]
+        assert pagination.total == ROWS
+        db.session.close()
+
+
 def test_paginate_outside_request(
     app: flask.Flask, db: SessionORM, rows: None, outside_requests: None
 ) -> None:
