@@ -9,9 +9,18 @@ if t.TYPE_CHECKING:
     from . import signals
     from ._config import FlaskSQLAlchemyConfigWarning
     from ._extension import SessionORM
+    from ._keyset import KeysetPagination
+    from ._pagination import Pagination
     from ._session import Session
 
-__all__ = ["FlaskSQLAlchemyConfigWarning", "Session", "SessionORM", "signals"]
+__all__ = [
+    "FlaskSQLAlchemyConfigWarning",
+    "KeysetPagination",
+    "Pagination",
+    "Session",
+    "SessionORM",
+    "signals",
+]
 
 # pytest imports the plugin (flask_session_orm.pytest_plugin), and so this
 # package, at the start of every run in every environment where the package is
@@ -19,6 +28,8 @@ __all__ = ["FlaskSQLAlchemyConfigWarning", "Session", "SessionORM", "signals"]
 # that does not use the extension does not pay for importing Flask and SQLAlchemy.
 _PUBLIC = {
     "FlaskSQLAlchemyConfigWarning": "._config",
+    "KeysetPagination": "._keyset",
+    "Pagination": "._pagination",
     "Session": "._session",
     "SessionORM": "._extension",
     "signals": ".signals",

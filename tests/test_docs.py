@@ -9,6 +9,7 @@ temporary instance folder. Database examples run on every configured backend.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import doctest
 import importlib
 import os
@@ -1083,3 +1084,89 @@ def test_migrations_page_bind_lookup(examples: Examples) -> None:
     with test.globs["app"].app_context():
         for engine in module.db.engines.values():
             engine.dispose()
+
+
+# -- pagination ----------------------------------------------------------------
+
+
+@pytest.fixture
+def posts(
+    examples: Examples, database_url: str
+) -> t.Iterator[tuple[types.ModuleType, flask.Flask]]:
+    module = examples.load("posts")
+    app = module.create_app(
+        {"SECRET_KEY": "docs", "SESSION_ORM_DATABASE_URL": database_url}
+    )
+    with tables(app, module.db, module.Base):
+        yield module, app
+
+
+def add_posts(module: types.ModuleType, app: flask.Flask, count: int) -> None:
+    """Posts 1..count; every third one shares its time with the one before."""
+    start = datetime.datetime(2025, 5, 1)
+    with app.app_context(), module.db.sessionmaker() as session:
+        session.add_all(
+            module.Post(
+                id=i,
+                slug=f"post-{i}",
+                title=f"Post {i}",
+                created=start + datetime.timedelta(hours=i - i % 3),
+            )
+            for i in range(1, count + 1)
+        )
+        session.commit()
+
+
+def test_pagination_or_404(posts: tuple[types.ModuleType, flask.Flask]) -> None:
+    """The 404 helpers answer the post, or a 404 with the page's description."""
+    module, app = posts
+    client = app.test_client()
+    empty = client.get("/posts/latest")
+    assert (empty.status_code, "Nothing published yet." in empty.text) == (404, True)
+    add_posts(module, app, 4)
+    assert client.get("/posts/2").json == {"title": "Post 2"}
+    missing = client.get("/posts/9")
+    assert (missing.status_code, "There is no post 9." in missing.text) == (404, True)
+    assert client.get("/posts/by-slug/post-3").json == {"title": "Post 3"}
+    assert client.get("/posts/by-slug/nope").status_code == 404
+    assert client.get("/posts/latest").json == {"title": "Post 4"}
+
+
+def test_pagination_template(posts: tuple[types.ModuleType, flask.Flask]) -> None:
+    """The Flask-SQLAlchemy template renders numbered pages from the query string."""
+    module, app = posts
+    add_posts(module, app, 95)
+    client = app.test_client()
+    html = client.get("/posts/?page=5&per_page=5").text
+    assert '<li><a href="/posts/21">Post 21</a></li>' in html
+    assert "Posts 21 to 25 of 95" in html
+    assert '<a href="/posts/?page=4">Previous</a>' in html
+    assert '<a href="/posts/?page=6">Next</a>' in html
+    pages = re.findall(r"page=(\d+)\">\d+<|<strong>(\d+)</strong>|(…)", html)
+    assert ["".join(page) for page in pages] == [
+        *("1", "2", "3", "4", "5", "6", "7", "8", "9"),
+        *("…", "18", "19"),
+    ]
+    assert client.get("/posts/?page=99").status_code == 404
+    assert client.get("/posts/?per_page=500").text.count("<li>") == 50
+
+
+def test_pagination_keyset_api(posts: tuple[types.ModuleType, flask.Flask]) -> None:
+    """Following the API's next links, then its prev links, visits every post."""
+    module, app = posts
+    add_posts(module, app, 45)
+    # Newest first; posts 3k, 3k+1 and 3k+2 share a time: the higher id first.
+    newest_first = sorted(range(1, 46), key=lambda i: (i - i % 3, i), reverse=True)
+    client = app.test_client()
+    page = client.get("/api/posts?per_page=10").json
+    seen = [post["id"] for post in page["posts"]]
+    while page["next"]:
+        page = client.get(page["next"] + "&per_page=10").json
+        seen += [post["id"] for post in page["posts"]]
+    assert seen == newest_first
+    back = [post["id"] for post in page["posts"]]
+    while page["prev"]:
+        page = client.get(page["prev"] + "&per_page=10").json
+        back[:0] = [post["id"] for post in page["posts"]]
+    assert back == newest_first
+    assert client.get("/api/posts?after=forged").status_code == 400

@@ -3,7 +3,6 @@
 import sqlalchemy as sa
 import sqlalchemy.orm as orm
 from flask import Flask
-from flask import abort
 from flask import request
 
 from flask_session_orm import SessionORM
@@ -57,9 +56,7 @@ def create_app(config):
 
     @app.get("/authors/<int:author_id>")
     def get_author(author_id):
-        author = db.session.get(Author, author_id)
-        if author is None:
-            abort(404)
+        author = db.get_or_404(Author, author_id)  # unchanged
         return {"name": author.name}
 
     @app.get("/authors")
