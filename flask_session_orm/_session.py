@@ -101,22 +101,22 @@ class Session(orm.Session):
         not a two-phase commit). SQLAlchemy itself commits them in an arbitrary
         order, so which part survives a failure would be left to chance.
         """
-        transaction = self.get_transaction()
-        if (
-            transaction is not None
-            and self._orm_isolation is None
-            and not self.twophase
-        ):
-            # SessionTransaction keeps its connections in the order they were
-            # added (a private attribute; without it, SQLAlchemy's order), each
-            # under two keys: the connection and its engine.
-            entries = getattr(transaction, "_connections", None)
-            if entries is not None and len(entries) > 2:
-                self._commit_in_order([entry[0] for entry in entries.values()])
+        # Only apps with several engines pay for this.
+        if len(self._orm_targets) > 1 and self._orm_isolation is None:
+            transaction = self.get_transaction()
+            if transaction is not None and not self.twophase:
+                # The flush that commit() would do may use another database.
+                self.flush()
+                # SessionTransaction keeps its connections in the order they
+                # were added (a private attribute; without it, SQLAlchemy's
+                # order), each under two keys: the connection and its engine.
+                entries = getattr(transaction, "_connections", None)
+                if entries is not None and len(entries) > 2:
+                    self._commit_in_order([entry[0] for entry in entries.values()])
         super().commit()
 
     def _commit_in_order(self, connections: list[sa.Connection]) -> None:
-        """Flush, then commit each connection's database transaction in order.
+        """Commit each connection's database transaction in order.
 
         The commits are sent as SQL, leaving SQLAlchemy's transactions open: the
         ``super().commit()`` that follows then finds nothing left to do in the
@@ -124,7 +124,6 @@ class Session(orm.Session):
         exception, as any statement), rolling the session back does not touch a
         transaction that SQLAlchemy considers committed already (it warns then).
         """
-        self.flush()
         seen: set[int] = set()
         for connection in connections:
             if id(connection) in seen or connection.closed:
