@@ -136,12 +136,31 @@ class _Recorder:
         self.found: dict[orm.RelationshipProperty[t.Any], NPlusOne] = {}
 
 
+def _request_context() -> t.Any:
+    """The current request context, or None when there is none or when an app
+    context was pushed inside it (a context of its own).
+    """
+    if _cv_request is None:
+        return None
+    ctx = _cv_request.get(None)
+    if ctx is None:
+        return None
+    # Flask 3.1 keeps (request token, app context it pushed) per push; the app
+    # context is None when the request reused one already pushed for the same
+    # app (pytest-flask's), and then an app context pushed inside the request
+    # cannot be told apart from it.
+    tokens = getattr(ctx, "_cv_tokens", None)
+    pushed = tokens[-1][1] if tokens else None
+    if pushed is not None and pushed is not _cv_app.get(None):
+        return None
+    return ctx
+
+
 def _holder() -> t.Any:
     """The current request context, else the current app context's ``g``."""
-    if _cv_request is not None:
-        ctx = _cv_request.get(None)
-        if ctx is not None:
-            return ctx
+    ctx = _request_context()
+    if ctx is not None:
+        return ctx
     app_ctx = _cv_app.get(None)
     return None if app_ctx is None else app_ctx.g
 
@@ -189,7 +208,9 @@ def _library_dirs() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
 
 
 _PACKAGES, _STDLIB, _SITES = _library_dirs()
-_SQLALCHEMY = _PACKAGES[0]
+# SQLAlchemy's files, and the functions its decorators generate.
+_SQLALCHEMY = (_PACKAGES[0], "<sqlalchemy")
+_WSGI_APP = flask.Flask.wsgi_app.__code__
 #: Whether code in a file is library code, by file name: decided once per file.
 _verdicts: dict[str, bool] = {}
 
@@ -225,6 +246,9 @@ def _call_site(
     fallback = None
     while frame is not None:
         code = frame.f_code
+        if code is _WSGI_APP:
+            # Beyond it is the server (or the test client) that called the app.
+            break
         filename = code.co_filename
         if not _is_library(filename):
             template = frame.f_globals.get("__jinja_template__")
@@ -244,11 +268,16 @@ def _call_site(
 
 def _where() -> str:
     """Name the current view for messages, or say there is no request."""
-    if flask.has_request_context():
-        request = flask.request
+    ctx = _request_context()
+    if ctx is not None:
+        request = ctx.request
         endpoint = request.endpoint
         what = f"the view {endpoint!r}" if endpoint else "the request"
         return f"{what} ({request.method} {request.path})"
+    if _cv_request is None and flask.has_request_context():
+        # Flask 3.2: the app context is the request's.
+        request = flask.request
+        return f"the view {request.endpoint!r} ({request.method} {request.path})"
     if flask.has_app_context():
         return f"an app context of {flask.current_app.name!r}, outside requests"
     return "no app context"
