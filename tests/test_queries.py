@@ -4,8 +4,12 @@ log, and nothing attached when all of it is off.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pathlib
+import shutil
+import sys
+import types
 import typing as t
 
 import flask
@@ -26,6 +30,7 @@ from .queries_support import Make
 from .queries_support import databases
 
 HERE = __file__
+DOCS_EXAMPLES = pathlib.Path(__file__).parent.parent / "docs" / "examples"
 
 
 @pytest.fixture
@@ -454,3 +459,49 @@ def test_fast_queries_not_logged(
     caplog.clear()
     db.session.execute(sa.select(sa.literal(1)))
     assert caplog.records == []
+
+
+# -- the docs page's example ------------------------------------------------------
+
+
+@pytest.fixture
+def library(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> t.Iterator[types.ModuleType]:
+    """docs/examples/queries.py, imported from a copy, in debug mode (as with
+    ``flask run --debug``), its tables created and seeded by its CLI command.
+    """
+    shutil.copy(DOCS_EXAMPLES / "queries.py", tmp_path / "queries.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    sys.modules.pop("queries", None)
+    module = importlib.import_module("queries")
+    try:
+        result = module.app.test_cli_runner().invoke(args=["seed"])
+        assert result.exit_code == 0, result.output
+        yield module
+    finally:
+        sys.modules.pop("queries", None)
+        with module.app.app_context():
+            module.db.engine.dispose()
+
+
+def test_docs_example(library: types.ModuleType) -> None:
+    """The docs page's app warns about its N+1 page, not about the fixed one,
+    shows the panel in debug mode and lists the recorded queries.
+    """
+    client = library.app.test_client()
+    with pytest.warns(NPlusOneWarning, match="Author.books .* in the view 'authors'"):
+        page = client.get("/").text
+    assert "Author 1: Volume 1.1, Volume 1.2" in page
+    assert 'id="flDebugSessionORMQueriesPanel-content"' in page
+    assert "9 statements in " in page
+    fixed = client.get("/fixed").text
+    assert "Author 8: Volume 8.1, Volume 8.2" in fixed
+    assert "2 statements in " in fixed
+    (query,) = client.get("/debug/queries").json
+    assert query["sql"].startswith("SELECT")
+    assert query["engine"] == "default"
+    source = (DOCS_EXAMPLES / "queries.py").read_text().splitlines()
+    line = source.index("    db.session.scalars(sa.select(Author)).all()") + 1
+    assert query["at"].endswith(f"queries.py:{line} (queries)")
