@@ -424,7 +424,9 @@ class _SessionListener:
         self.threshold = config.nplusone_threshold
 
     def do_orm_execute(self, state: orm.ORMExecuteState) -> None:
-        if state.lazy_loaded_from is None or not state.is_relationship_load:
+        # Load options, and so lazy loads, exist for ORM SELECTs only (the
+        # property raises for a text(), INSERT, UPDATE or DELETE statement).
+        if not state.is_select or state.lazy_loaded_from is None:
             return
         path = state.loader_strategy_path
         prop = path[-1] if path is not None and len(path) else None

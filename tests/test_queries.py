@@ -168,6 +168,19 @@ def test_recorded_queries_in_a_view(make_db: Make, app: flask.Flask) -> None:
     assert "orm_test_book" in lazy.statement
 
 
+def test_text_and_dml_statements(make_db: Make, app: flask.Flask) -> None:
+    """text(), ORM UPDATE and DELETE statements are recorded like the others
+    (they have no loader options to look at for lazy loads).
+    """
+    db = make_db()
+    db.session.execute(sa.text("SELECT 1"))
+    db.session.execute(sa.update(Book).values(title="x"))
+    db.session.execute(sa.delete(Book).where(Book.id == 1))
+    db.session.rollback()
+    statements = [q.statement.split()[0] for q in db.recorded_queries()]
+    assert statements[-3:] == ["SELECT", "UPDATE", "DELETE"]
+
+
 def test_requests_do_not_share_records(make_db: Make, app: flask.Flask) -> None:
     """Each test-client request sees only its own statements, even under the
     request context pytest-flask pushed for the test, and the test body's
