@@ -29,6 +29,8 @@ from .queries_support import Book
 from .queries_support import Make
 from .queries_support import databases
 
+pytest_plugins = ["pytester"]
+
 HERE = __file__
 DOCS_EXAMPLES = pathlib.Path(__file__).parent.parent / "docs" / "examples"
 
@@ -518,3 +520,78 @@ def test_docs_example(library: types.ModuleType) -> None:
     source = (DOCS_EXAMPLES / "queries.py").read_text().splitlines()
     line = source.index("    db.session.scalars(sa.select(Author)).all()") + 1
     assert query["at"].endswith(f"queries.py:{line} (queries)")
+
+
+# -- the pytest option --------------------------------------------------------------
+
+INNER_TESTS = """
+import flask
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+
+from flask_session_orm import SessionORM
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class Parent(Base):
+    __tablename__ = "parent"
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    children: orm.Mapped[list["Child"]] = orm.relationship()
+
+
+class Child(Base):
+    __tablename__ = "child"
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    parent_id: orm.Mapped[int] = orm.mapped_column(sa.ForeignKey("parent.id"))
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(TESTING=True, SESSION_ORM_DATABASE_URL="sqlite://")
+    db = SessionORM(app)
+    with app.app_context():
+        db.create_all(Base)
+        db.session.add_all([Parent(children=[Child()]) for _ in range(6)])
+        db.session.commit()
+
+    @app.get("/")
+    def index():
+        parents = db.session.scalars(sa.select(Parent)).all()
+        return str(sum(len(parent.children) for parent in parents))
+
+    return app
+
+
+def test_page(app):
+    assert app.test_client().get("/").text == "6"
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "failed"),
+    [
+        ([], "", False),
+        (["--orm-fail-on-nplusone"], "", True),
+        ([], "orm_fail_on_nplusone = true", True),
+    ],
+)
+def test_pytest_option(
+    pytester: pytest.Pytester, args: list[str], ini: str, failed: bool
+) -> None:
+    """The plugin's option (or ini setting) makes a test with an N+1 fail;
+    without it the warning is only reported.
+    """
+    pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\n{ini}\n")
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    result = pytester.runpytest_subprocess(*args)
+    if failed:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 queries: Parent.children*"])
+    else:
+        result.assert_outcomes(passed=1, warnings=1)
+        result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 queries: Parent.children*"])
