@@ -77,19 +77,20 @@ class RecordedQuery:
     #: The parameters sent with it, as the driver got them (a sequence of them
     #: for an ``executemany``).
     parameters: t.Any
-    #: :func:`time.perf_counter` when the statement was sent, and when it
-    #: returned.
+    #: :func:`time.perf_counter` when the statement was sent to the driver.
     start_time: float
+    #: :func:`time.perf_counter` when the driver returned.
     end_time: float
     #: The name of the engine (``"default"``, or a key of
     #: ``SESSION_ORM_ENGINES``).
     engine: str
-    #: Where in the app's code the statement came from: the innermost frame
-    #: that is not part of SQLAlchemy, this extension, Flask, Werkzeug, Jinja
-    #: or the standard library (a template's own file and line for code in a
-    #: template).
+    #: The file of the call site: the innermost frame that is not part of
+    #: SQLAlchemy, this extension, Flask, Werkzeug, Jinja or the standard
+    #: library (for code in a template, the template's file).
     filename: str
+    #: The line of the call site (for code in a template, the template's line).
     lineno: int
+    #: The function of the call site.
     function: str
     #: ``"Model.attribute"`` when the statement is the lazy load of that
     #: relationship, else None.
