@@ -262,7 +262,11 @@ def _call_site(
             # Beyond it is the server (or the test client) that called the app.
             break
         filename = code.co_filename
-        if not _is_library(frame):
+        # The cached verdict inline: this loop runs for every statement.
+        library = _verdicts.get(filename)
+        if library is None:
+            library = _is_library(frame)
+        if not library:
             template = frame.f_globals.get("__jinja_template__")
             if template is not None:
                 # Compiled template code: report the template's own line.
