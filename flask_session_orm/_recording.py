@@ -64,6 +64,10 @@ class NPlusOneWarning(UserWarning):
     """
 
 
+# Shown as flask_session_orm.NPlusOneWarning in reports, the name to filter by.
+NPlusOneWarning.__module__ = "flask_session_orm"
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordedQuery:
     """One SQL statement run during the current request (or app context), as
