@@ -206,7 +206,9 @@ def _library_dirs() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     stdlib = tuple(
         os.path.abspath(paths[name]) + os.sep for name in ("stdlib", "platstdlib")
     )
-    sites = {paths["purelib"], paths["platlib"], *site.getsitepackages()}
+    # Old virtualenv versions ship a site module without getsitepackages().
+    getsitepackages = getattr(site, "getsitepackages", list)
+    sites = {paths["purelib"], paths["platlib"], *getsitepackages()}
     if site.ENABLE_USER_SITE and site.USER_SITE:
         sites.add(site.USER_SITE)
     return packages, stdlib, tuple(os.path.abspath(s) + os.sep for s in sites)
@@ -360,13 +362,13 @@ class _EngineListener:
             start = conn.info.pop(_START, end)
         duration = end - start
         config = self.config
-        site: tuple[str, int, str, types.FrameType | None] | None = None
+        call_site: tuple[str, int, str, types.FrameType | None] | None = None
         recorder = _recorder(True) if self.keeps_totals else None
         if recorder is not None:
             recorder.count += 1
             recorder.seconds += duration
             if config.record:
-                site = _call_site(sys._getframe(1))
+                call_site = _call_site(sys._getframe(1))
                 prop = None
                 if context is not None:
                     prop = context.execution_options.get(_LAZY_OPTION)
@@ -381,17 +383,17 @@ class _EngineListener:
                         start_time=start,
                         end_time=end,
                         engine=self.name,
-                        filename=site[0],
-                        lineno=site[1],
-                        function=site[2],
+                        filename=call_site[0],
+                        lineno=call_site[1],
+                        function=call_site[2],
                         relationship=name,
                     )
                 )
         slow = config.slow_query_seconds
         if slow is not None and duration >= slow:
-            if site is None:
-                site = _call_site(sys._getframe(1))
-            self._log_slow(statement, parameters, duration, site)
+            if call_site is None:
+                call_site = _call_site(sys._getframe(1))
+            self._log_slow(statement, parameters, duration, call_site)
 
     def _count_lazy_load(
         self,
@@ -414,7 +416,7 @@ class _EngineListener:
         statement: str,
         parameters: t.Any,
         duration: float,
-        site: tuple[str, int, str, types.FrameType | None],
+        call_site: tuple[str, int, str, types.FrameType | None],
     ) -> None:
         # Parameters may hold personal data: only when configured.
         shown = f"\nParameters: {parameters!r}" if self.config.log_parameters else ""
@@ -423,16 +425,16 @@ class _EngineListener:
             duration,
             self.name,
             _where(),
-            _short(site[0]),
-            site[1],
-            site[2],
+            _short(call_site[0]),
+            call_site[1],
+            call_site[2],
             statement,
             shown,
             extra={
                 "session_orm_duration": duration,
                 "session_orm_engine": self.name,
                 "session_orm_statement": statement,
-                "session_orm_location": f"{site[0]}:{site[1]}",
+                "session_orm_location": f"{call_site[0]}:{call_site[1]}",
             },
         )
 
@@ -472,7 +474,7 @@ class _SessionListener:
         frame: types.FrameType,
     ) -> None:
         name = _relationship_name(prop)
-        filename, lineno, function, site = _call_site(frame)
+        filename, lineno, function, site_frame = _call_site(frame)
         message = (
             f"N+1 queries: {name} was lazy-loaded more than {self.threshold} times"
             f" with the same SQL statement in {_where()}, last at"
@@ -490,8 +492,8 @@ class _SessionListener:
             message=message,
         )
         module = "<unknown>"
-        if site is not None:
-            module = site.f_globals.get("__name__", module)
+        if site_frame is not None:
+            module = site_frame.f_globals.get("__name__", module)
         # Reported at the app's line, once per request and relationship (no
         # registry: the next request warns again).
         warnings.warn_explicit(message, NPlusOneWarning, filename, lineno, module)
