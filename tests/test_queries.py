@@ -225,6 +225,43 @@ def test_recorded_queries_outside_requests(
         assert db.recorded_queries() == []
 
 
+def test_engine_names(make_db: Make, app: flask.Flask) -> None:
+    """Each record names the engine its statement ran on."""
+    db = make_db(SESSION_ORM_ENGINES={"other": "sqlite://"})
+
+    @app.get("/both")
+    def both() -> list[str]:
+        db.session.execute(sa.select(sa.literal(1)))
+        with db.get_engine("other").connect() as connection:
+            connection.execute(sa.select(sa.literal(2)))
+        return [q.engine for q in db.recorded_queries()]
+
+    assert app.test_client().get("/both").json == ["default", "other"]
+
+
+def test_app_context_inside_a_request(
+    make_db: Make, app: flask.Flask, outside_requests: None
+) -> None:
+    """An app context pushed inside a request keeps its statements apart from
+    the request's.
+    """
+    db = make_db()
+
+    @app.get("/nested")
+    def nested() -> dict[str, int]:
+        db.session.execute(sa.select(sa.literal(1)))
+        with app.app_context():
+            with db.engine.connect() as connection:
+                connection.execute(sa.select(sa.literal(2)))
+                connection.execute(sa.select(sa.literal(3)))
+            inner = len(db.recorded_queries())
+        return {"request": len(db.recorded_queries()), "inner": inner}
+
+    # With no context pushed around it, the request pushes its own app
+    # context, as a server's requests do.
+    assert app.test_client().get("/nested").json == {"request": 1, "inner": 2}
+
+
 def test_commit_call_site_falls_back(make_db: Make, app: flask.Flask) -> None:
     """A statement run by the end of the request, with no app frame on the
     stack, is placed at the extension's own code.
