@@ -9,7 +9,9 @@ nothing on its requests, not even a check.
 A request's records live on its :class:`flask.ctx.RequestContext`, not on
 ``g``: with Flask up to 3.1 the test client's requests reuse an app context
 pushed before them (pytest-flask pushes one for every test), so ``g`` would mix
-several requests. Outside requests they live on the app context's ``g``.
+several requests. Everywhere else (outside requests, and in a context pushed
+inside one, which is a context of its own: see ``_scope``) they live on the app
+context's ``g``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ import typing as t
 import warnings
 
 import flask
-import flask.globals
 import sqlalchemy as sa
 import sqlalchemy.orm as orm
+from flask.globals import _cv_app
+from flask.globals import _cv_request
+
+from . import _scope
 
 if t.TYPE_CHECKING:
     from ._config import RecordingConfig
@@ -43,11 +48,6 @@ ATTRIBUTE = "_session_orm_queries"
 _LAZY_OPTION = "_session_orm_lazy_load"
 #: Where the time a statement started is kept between the two cursor events.
 _START = "_session_orm_query_start"
-
-# Flask 3.2 merges the request context into the app context; there ``g`` of
-# the app context is already private to the request.
-_cv_request: t.Any = getattr(flask.globals, "_cv_request", None)
-_cv_app: t.Any = flask.globals._cv_app
 
 
 class NPlusOneWarning(UserWarning):
@@ -142,23 +142,13 @@ class _Recorder:
 
 
 def _request_context() -> t.Any:
-    """The current request context, or None when there is none or when an app
-    context was pushed inside it (a context of its own).
+    """The request context of the request being dispatched, or None: outside
+    requests, and in a context pushed inside one (an app context, a copied or
+    test request context), which are contexts of their own.
     """
-    if _cv_request is None:
+    if not _scope.in_request():
         return None
-    ctx = _cv_request.get(None)
-    if ctx is None:
-        return None
-    # Flask 3.1 keeps (request token, app context it pushed) per push; the app
-    # context is None when the request reused one already pushed for the same
-    # app (pytest-flask's), and then an app context pushed inside the request
-    # cannot be told apart from it.
-    tokens = getattr(ctx, "_cv_tokens", None)
-    pushed = tokens[-1][1] if tokens else None
-    if pushed is not None and pushed is not _cv_app.get(None):
-        return None
-    return ctx
+    return _cv_request.get()
 
 
 def _holder() -> t.Any:
@@ -296,12 +286,9 @@ def _where() -> str:
         endpoint = request.endpoint
         what = f"the view {endpoint!r}" if endpoint else "the request"
         return f"{what} ({request.method} {request.path})"
-    if _cv_request is None and flask.has_request_context():
-        # Flask 3.2: the app context is the request's.
-        request = flask.request
-        return f"the view {request.endpoint!r} ({request.method} {request.path})"
-    if flask.has_app_context():
-        return f"an app context of {flask.current_app.name!r}, outside requests"
+    app_ctx = _cv_app.get(None)
+    if app_ctx is not None:
+        return f"an app context of {app_ctx.app.name!r}, outside requests"
     return "no app context"
 
 

@@ -274,10 +274,9 @@ def test_commit_call_site_falls_back(make_db: Make, app: flask.Flask) -> None:
         db.session.add(Author(name="new"))
         return "created", 201
 
-    @app.after_request
-    def keep(response: flask.Response) -> flask.Response:
+    @app.teardown_request
+    def keep(exc: BaseException | None) -> None:
         recorded.extend(db.recorded_queries())
-        return response
 
     assert app.test_client().post("/author").status_code == 201
     # The INSERT is flushed by the commit at the end of the request, which
