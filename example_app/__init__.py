@@ -20,6 +20,10 @@ Where each feature of the extension is used:
 - A streamed response using the session: the CSV export (``pages.py``).
 - Outside requests nothing is committed for you: ``flask seed`` (``cli.py``).
 - ``flask db-shell`` and ``flask shell`` come with the extension.
+- Seeing the queries: in debug mode (``flask --app example_app run --debug``)
+  the front page with ``?nplusone=1`` loads each bookmark's tags with a query of
+  its own, and the extension warns about that N+1 (``pages.py``); without the
+  flag the tags come with one ``selectinload`` query (``bookmarks.search``).
 """
 
 from __future__ import annotations

@@ -11,13 +11,18 @@ import urllib.parse
 import flask
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
+import sqlalchemy.orm as orm
 
 from . import audit
 from . import db
 from .models import Bookmark
+from .models import Tag
 
 #: The fields a client may set, and their maximum lengths.
 FIELDS = {"url": 500, "title": 200, "note": 5000}
+#: How many tags a bookmark may have, and how long each may be.
+MAX_TAGS = 10
+TAG_LENGTH = 40
 
 
 class ValidationError(Exception):
@@ -68,6 +73,48 @@ def clean(data: t.Mapping[str, t.Any], *, partial: bool = False) -> dict[str, st
     return fields
 
 
+def clean_tags(text: t.Any) -> list[str]:
+    """Turn "python, Flask ,web" into ["flask", "python", "web"].
+
+    :raises ValidationError: Not text, too many tags, or one too long.
+    """
+    if not isinstance(text, str):
+        raise ValidationError({"tags": "Must be text."})
+    names = sorted({name.strip().lower() for name in text.split(",") if name.strip()})
+    if len(names) > MAX_TAGS:
+        raise ValidationError({"tags": f"At most {MAX_TAGS} tags."})
+    if any(len(name) > TAG_LENGTH for name in names):
+        raise ValidationError({"tags": f"At most {TAG_LENGTH} characters a tag."})
+    return names
+
+
+def clean_form(form: t.Mapping[str, t.Any]) -> tuple[dict[str, str], list[str]]:
+    """Check the HTML form: its bookmark fields and its tags, all errors at once.
+
+    :raises ValidationError: Something is missing or wrong.
+    """
+    errors: dict[str, str] = {}
+    fields: dict[str, str] = {}
+    tags: list[str] = []
+    try:
+        fields = clean(form)
+    except ValidationError as e:
+        errors.update(e.errors)
+    try:
+        tags = clean_tags(form.get("tags", ""))
+    except ValidationError as e:
+        errors.update(e.errors)
+    if errors:
+        raise ValidationError(errors)
+    return fields, tags
+
+
+def set_tags(bookmark: Bookmark, names: t.Sequence[str]) -> None:
+    """Give ``bookmark`` exactly these tags, keeping the rows of those it has."""
+    current = {tag.name: tag for tag in bookmark.tags}
+    bookmark.tags = [current.get(name) or Tag(name=name) for name in names]
+
+
 def actor() -> str:
     """Who is making the change, for the audit log."""
     if flask.has_request_context():
@@ -76,9 +123,17 @@ def actor() -> str:
     return "cli"
 
 
-def search(text: str = "") -> list[Bookmark]:
-    """Bookmarks whose title, URL or note contains ``text``, newest first."""
+def search(text: str = "", *, load_tags: bool = True) -> list[Bookmark]:
+    """Bookmarks whose title, URL or note contains ``text``, newest first.
+
+    :param load_tags: Load the bookmarks' tags with them, in one more query
+        (``selectinload``). False leaves them to be loaded when first read: one
+        query per bookmark, the "N+1 queries" problem that the extension warns
+        about (the front page does it on purpose with ``?nplusone=1``).
+    """
     query = sa.select(Bookmark).order_by(Bookmark.id.desc())
+    if load_tags:
+        query = query.options(orm.selectinload(Bookmark.tags))
     if text:
         query = query.where(
             sa.or_(
@@ -101,22 +156,34 @@ def find_by_url(url: str) -> Bookmark | None:
     return db.session.scalar(sa.select(Bookmark).where(Bookmark.url == url))
 
 
-def create(fields: t.Mapping[str, str]) -> Bookmark:
+def create(fields: t.Mapping[str, str], tags: t.Sequence[str] = ()) -> Bookmark:
     """Add a bookmark to the session (it is inserted at the next flush or commit)."""
     bookmark = Bookmark(**fields)
+    set_tags(bookmark, tags)
     db.session.add(bookmark)
     audit.record("created", bookmark, actor=actor())
     return bookmark
 
 
-def update(bookmark: Bookmark, fields: t.Mapping[str, str]) -> list[str]:
-    """Apply ``fields`` to ``bookmark``; return the names of those that changed.
+def update(
+    bookmark: Bookmark,
+    fields: t.Mapping[str, str],
+    tags: t.Sequence[str] | None = None,
+) -> list[str]:
+    """Apply ``fields`` (and ``tags``, unless None) to ``bookmark``; return the
+    names of those that changed.
 
     Saving a form without changing anything writes no audit entry.
     """
+    if tags is not None:
+        # First: reading the current tags runs a query, whose autoflush would
+        # write (and so clear the changes of) any field set before it.
+        set_tags(bookmark, tags)
     for name, value in fields.items():
         setattr(bookmark, name, value)
-    changed = [name for name in FIELDS if db.has_changes(bookmark, attrs=name)]
+    changed = [
+        name for name in (*FIELDS, "tags") if db.has_changes(bookmark, attrs=name)
+    ]
     if changed:
         audit.record("updated", bookmark, actor=actor(), detail=", ".join(changed))
     return changed

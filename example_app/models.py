@@ -38,6 +38,12 @@ class Bookmark(Base):
     title: orm.Mapped[str] = orm.mapped_column(sa.String(200))
     note: orm.Mapped[str] = orm.mapped_column(sa.Text, default="")
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    #: Loaded when first read (SQLAlchemy's default, "lazy loading"): a page
+    #: listing bookmarks loads them with the bookmarks instead (see
+    #: bookmarks.search), or it would run one query per bookmark.
+    tags: orm.Mapped[list[Tag]] = orm.relationship(
+        back_populates="bookmark", cascade="all, delete-orphan", order_by="Tag.name"
+    )
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
@@ -47,6 +53,19 @@ class Bookmark(Base):
             "note": self.note,
             "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
         }
+
+
+class Tag(Base):
+    """A word that groups bookmarks; each bookmark has its own tag rows."""
+
+    __tablename__ = f"{PREFIX}tag"
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    bookmark_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey(Bookmark.id, ondelete="CASCADE"), index=True
+    )
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(40))
+    bookmark: orm.Mapped[Bookmark] = orm.relationship(back_populates="tags")
 
 
 class AuditModel(Base):

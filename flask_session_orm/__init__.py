@@ -11,12 +11,16 @@ if t.TYPE_CHECKING:
     from ._extension import SessionORM
     from ._keyset import KeysetPagination
     from ._pagination import Pagination
+    from ._recording import NPlusOneWarning
+    from ._recording import RecordedQuery
     from ._session import Session
 
 __all__ = [
     "FlaskSQLAlchemyConfigWarning",
     "KeysetPagination",
+    "NPlusOneWarning",
     "Pagination",
+    "RecordedQuery",
     "Session",
     "SessionORM",
     "signals",
@@ -29,7 +33,9 @@ __all__ = [
 _PUBLIC = {
     "FlaskSQLAlchemyConfigWarning": "._config",
     "KeysetPagination": "._keyset",
+    "NPlusOneWarning": "._recording",
     "Pagination": "._pagination",
+    "RecordedQuery": "._recording",
     "Session": "._session",
     "SessionORM": "._extension",
     "signals": ".signals",

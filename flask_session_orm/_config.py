@@ -32,6 +32,13 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_ORM_SESSION_OPTIONS": {},
     "SESSION_ORM_COMMIT_ON_SUCCESS": True,
     "SESSION_ORM_ECHO": False,
+    # Seeing the queries (_recording.py). None: on when the app is in debug or
+    # testing mode when init_app runs.
+    "SESSION_ORM_RECORD_QUERIES": None,
+    "SESSION_ORM_NPLUSONE_THRESHOLD": 5,
+    "SESSION_ORM_SERVER_TIMING": False,
+    "SESSION_ORM_SLOW_QUERY_SECONDS": None,
+    "SESSION_ORM_LOG_QUERY_PARAMETERS": False,
 }
 
 # Session arguments the extension owns: routing and binding are done by the
@@ -100,6 +107,28 @@ class EngineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordingConfig:
+    """What the app wants to see of its queries; all off by default."""
+
+    #: Keep every statement of a request for ``db.recorded_queries()``.
+    record: bool = False
+    #: Warn when one relationship is lazy-loaded more often in one request
+    #: (with ``record`` only); None: never.
+    nplusone_threshold: int | None = None
+    #: Add a ``Server-Timing`` header to responses.
+    server_timing: bool = False
+    #: Log statements that take longer; None: never.
+    slow_query_seconds: float | None = None
+    #: Put the parameters of slow statements in the log.
+    log_parameters: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Whether any of it needs the engines' events."""
+        return self.record or self.server_timing or self.slow_query_seconds is not None
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The validated configuration of one app."""
 
@@ -107,6 +136,7 @@ class Config:
     binds: dict[str, str]
     session_options: dict[str, t.Any]
     commit_on_success: bool
+    recording: RecordingConfig = RecordingConfig()
 
 
 def hide_password(text: str) -> str:
@@ -147,6 +177,48 @@ def read_config(
         binds=binds,
         session_options=session_options,
         commit_on_success=commit_on_success,
+        recording=_read_recording(config),
+    )
+
+
+def _read_recording(config: t.Mapping[str, t.Any]) -> RecordingConfig:
+    key = "SESSION_ORM_RECORD_QUERIES"
+    record = config.get(key, DEFAULTS[key])
+    if record is None:
+        # Read once, like every key: app.debug and app.testing are these two
+        # config values, so 'flask run --debug' (which sets DEBUG before the app
+        # is created) turns recording on, and app.run(debug=True) after
+        # init_app does not.
+        record = bool(config.get("DEBUG")) or bool(config.get("TESTING"))
+    elif not isinstance(record, bool):
+        raise TypeError(
+            f"Config key {key!r} must be True, False or None (on in debug and"
+            f" testing mode), got {_describe(record)}."
+        )
+    key = "SESSION_ORM_NPLUSONE_THRESHOLD"
+    threshold = config.get(key, DEFAULTS[key])
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1
+    ):
+        raise ValueError(
+            f"Config key {key!r} must be a whole number of lazy loads, 1 or more,"
+            f" or None to turn the N+1 warning off, got {_describe(threshold)}."
+        )
+    key = "SESSION_ORM_SLOW_QUERY_SECONDS"
+    slow = config.get(key, DEFAULTS[key])
+    if slow is not None and (
+        isinstance(slow, bool) or not isinstance(slow, (int, float)) or not slow >= 0
+    ):
+        raise ValueError(
+            f"Config key {key!r} must be a number of seconds, 0 or more, or None"
+            f" to log no slow query, got {_describe(slow)}."
+        )
+    return RecordingConfig(
+        record=record,
+        nplusone_threshold=threshold if record else None,
+        server_timing=_get_bool(config, "SESSION_ORM_SERVER_TIMING"),
+        slow_query_seconds=None if slow is None else float(slow),
+        log_parameters=_get_bool(config, "SESSION_ORM_LOG_QUERY_PARAMETERS"),
     )
 
 

@@ -13,6 +13,7 @@ from . import _cli
 from . import _keyset
 from . import _metadata
 from . import _pagination
+from . import _recording
 from . import _scope
 from ._binds import DEFAULT
 from ._config import ConfigKeyError
@@ -86,8 +87,10 @@ class SessionORM:
             engine_defaults=self._engine_options,
             session_defaults=self._session_options,
         )
-        app.extensions[_scope.EXTENSION_KEY] = AppState(self, app, config)
+        state = AppState(self, app, config)
+        app.extensions[_scope.EXTENSION_KEY] = state
         _scope.install(app, self)
+        _recording.install(state)
         _cli.init_cli(app, self)
 
     # -- sessions and engines ----------------------------------------------------
@@ -275,6 +278,18 @@ class SessionORM:
                 f" or a statement, got {_describe(obj)}."
             )
         return name
+
+    def recorded_queries(self) -> list[_recording.RecordedQuery]:
+        """The SQL statements run so far in the current request (or, outside
+        requests, the current app context), oldest first, with their
+        parameters, duration, engine and the place in the app's code that ran
+        them. See :doc:`queries`.
+
+        :raises RuntimeError: ``SESSION_ORM_RECORD_QUERIES`` is off for the app.
+
+        .. versionadded:: 0.1.0
+        """
+        return _recording.recorded_queries(_scope.app_state(self))
 
     # -- hooks -------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ compose with pytest-flask's ``client``::
 
 The fixtures import Flask and SQLAlchemy only when a test uses them.
 
+``--orm-fail-on-nplusone`` (or ``orm_fail_on_nplusone = true`` in the pytest
+configuration) turns :class:`~flask_session_orm.NPlusOneWarning` into an error.
+
 .. versionadded:: 0.1.0
 """
 
@@ -24,6 +27,30 @@ if t.TYPE_CHECKING:
     import sqlalchemy.orm as orm
 
     from ._extension import SessionORM
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    text = (
+        "Turn flask-session-orm's NPlusOneWarning into an error, so that a test"
+        " whose code or requests lazy-load one relationship too often fails."
+    )
+    group = parser.getgroup("flask-session-orm")
+    group.addoption(
+        "--orm-fail-on-nplusone", action="store_true", default=False, help=text
+    )
+    parser.addini("orm_fail_on_nplusone", text, type="bool", default=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("orm_fail_on_nplusone") or config.getini(
+        "orm_fail_on_nplusone"
+    ):
+        # Appended to the ini's filter lines, so it wins over those before it
+        # (and a test's own filterwarnings mark still wins over it). The class
+        # is imported by pytest only when a test runs.
+        config.addinivalue_line(
+            "filterwarnings", "error::flask_session_orm.NPlusOneWarning"
+        )
 
 
 def _app(request: pytest.FixtureRequest) -> flask.Flask:

@@ -56,7 +56,7 @@ def test_first_start_creates_tables_in_both_databases(
 ) -> None:
     """Creating the app creates each table in the database its model is bound to."""
     app = make_app()
-    assert tables(app, "default") == {"example_bookmark"}
+    assert tables(app, "default") == {"example_bookmark", "example_tag"}
     assert tables(app, "audit") == {"example_audit_entry"}
 
 
