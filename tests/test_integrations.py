@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 
 from flask_session_orm import SessionORM
 
+from .conftest import Item
 from .conftest import checked_out
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "docs" / "examples"
@@ -165,14 +166,43 @@ def test_admin_under_pushed_request_context(load: t.Callable[..., Members]) -> N
     assert [row.name for row in teams] == ["a", "b"]
 
 
-def test_admin_with_db_object_fails_at_setup(load: t.Callable[..., Members]) -> None:
-    """ModelView(User, db) fails when the view is made, not in a request:
-    Flask-Admin 2 treats an object it does not know as a session."""
+def test_admin_failed_commit_is_flashed(load: t.Callable[..., Members]) -> None:
+    """A create that fails to commit (a duplicate name) is rolled back by
+    Flask-Admin and shown again with its error; nothing is stored."""
+    members = load("members_admin")
+    add_team(members, "red")
+    client = members.app.test_client()
+    response = client.post("/admin/team/new/", data={"name": "red"})
+    assert response.status_code == 200
+    assert b"Failed to create record" in response.data
+    assert len(members.rows(sa.select(members.models.Team.id))) == 1
+    assert client.post("/admin/team/new/", data={"name": "blue"}).status_code == 302
+    assert members.checked_out() == 0
+
+
+def test_admin_with_db_object_fails_at_setup() -> None:
+    """ModelView(Item, db) fails when the view is made outside an app context,
+    not in a request: Flask-Admin 2 uses an object it does not know as a session."""
     from flask_admin.contrib.sqla import ModelView
 
-    members = load("members_admin")
     with pytest.raises(RuntimeError, match="outside of application context"):
-        ModelView(members.models.User, members.db, endpoint="users2")
+        ModelView(Item, SessionORM())
+
+
+def test_admin_with_db_object_made_in_context(tmp_path: pathlib.Path) -> None:
+    """ModelView(Item, db) made inside an app context fails at its first
+    request, for the same reason."""
+    from flask_admin import Admin
+    from flask_admin.contrib.sqla import ModelView
+
+    app = flask.Flask("direct", instance_path=str(tmp_path))
+    app.config.update(TESTING=True, SESSION_ORM_DATABASE_URL="sqlite://")
+    db = SessionORM(app)
+    with app.app_context():
+        view = ModelView(Item, db)
+    Admin(app).add_view(view)
+    with pytest.raises(AttributeError, match="'SessionORM' object has no attr"):
+        app.test_client().get("/admin/item/")
 
 
 def test_admin_threaded_server(load: t.Callable[..., Members]) -> None:
