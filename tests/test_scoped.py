@@ -26,6 +26,8 @@ def test_is_a_scoped_session_captured_before_init_app() -> None:
     captured = db.scoped_session
     assert isinstance(captured, orm.scoped_session)
     assert db.scoped_session is captured
+    # Flask-Admin 2 takes an object whose 'session' is the session as a db.
+    assert captured.session is captured
     assert SessionORM().scoped_session is not captured
 
 
