@@ -344,6 +344,33 @@ def test_factories_in_app_context(load: t.Callable[..., Members]) -> None:
     assert members.names() == []
 
 
+def test_factory_with_session_factory(load: t.Callable[..., Members]) -> None:
+    """sqlalchemy_session_factory = lambda: db.session gives each object the
+    session of the request that creates it."""
+    from factory.alchemy import SQLAlchemyModelFactory
+
+    members = load("members_factories")
+    db, models = members.db, members.models
+
+    class TeamFactory(SQLAlchemyModelFactory):  # type: ignore[misc]
+        class Meta:
+            model = models.Team
+            sqlalchemy_session_factory = lambda: db.session  # noqa: E731
+            sqlalchemy_session_persistence = "flush"
+
+    @members.app.post("/team/<name>")
+    def create(name: str) -> str:
+        team = TeamFactory(name=name)
+        assert db.object_session(team) is db.session
+        return str(team.id)
+
+    client = members.app.test_client()
+    assert client.post("/team/a").status_code == 200
+    assert client.post("/team/b").status_code == 200
+    teams = members.rows(sa.select(models.Team.name).order_by(models.Team.name))
+    assert [row.name for row in teams] == ["a", "b"]
+
+
 def test_factories_page_tests(examples_dir: pathlib.Path, database_url: str) -> None:
     """The page's pytest-flask tests with factories pass when pytest runs them."""
     environ = {**os.environ, "DATABASE_URL": database_url}

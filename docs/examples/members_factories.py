@@ -1,5 +1,6 @@
 """factory_boy factories for the members' models."""
 
+# [factories]
 import factory
 import sqlalchemy as sa
 from factory.alchemy import SQLAlchemyModelFactory
@@ -9,7 +10,6 @@ from members import User
 from members import db
 
 
-# [factories]
 class TeamFactory(SQLAlchemyModelFactory):
     class Meta:
         model = Team

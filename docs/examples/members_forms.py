@@ -1,5 +1,6 @@
 """HTML forms for the members' models with WTForms-SQLAlchemy."""
 
+# [model-form]
 import sqlalchemy as sa
 from flask import Flask
 from flask import abort
@@ -13,7 +14,6 @@ from wtforms import Form
 from wtforms_sqlalchemy.fields import QuerySelectField
 from wtforms_sqlalchemy.orm import model_form
 
-# [model-form]
 # The team field lists the teams with db_session.query(Team), per request.
 UserForm = model_form(
     User, db_session=db.scoped_session, base_class=Form, only=["name", "email", "team"]

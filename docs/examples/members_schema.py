@@ -1,5 +1,6 @@
 """A JSON API on the members' models with marshmallow-sqlalchemy."""
 
+# [schema]
 from flask import Flask
 from flask import request
 from marshmallow import ValidationError
@@ -8,7 +9,6 @@ from members import User
 from members import db
 
 
-# [schema]
 class UserSchema(SQLAlchemyAutoSchema):
     class Meta:
         model = User

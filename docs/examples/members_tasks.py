@@ -1,5 +1,6 @@
 """Celery tasks on the members' models."""
 
+# [celery-app]
 from celery import Celery
 from celery import Task
 from celery import shared_task
@@ -10,7 +11,6 @@ from members import User
 from members import db
 
 
-# [celery-app]
 def celery_init_app(app):
     """Make the Celery app of ``app``: every task runs in an app context of its own."""
 

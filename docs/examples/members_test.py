@@ -1,5 +1,6 @@
 """Testing the members' app with factory_boy, pytest-flask and orm_isolation."""
 
+# [test]
 import os
 
 import factory
@@ -21,7 +22,6 @@ def app(tmp_path):
         members.db.engine.dispose()
 
 
-# [test]
 def test_lists_users(client, orm_isolation):
     # pytest-flask pushed a request context: the factories use its session,
     # and orm_isolation lets the client's requests see what they flushed.
