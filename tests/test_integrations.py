@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import importlib
+import logging
 import os
 import pathlib
 import re
@@ -497,11 +498,19 @@ def test_celery_worker(load: t.Callable[..., Members]) -> None:
     user_id = add_user(members, "ann")
     celery_app = members.app.extensions["celery"]
     client = members.app.test_client()
-    with start_worker(celery_app, pool="solo", perform_ping_check=False):
-        response = client.post(f"/users/{user_id}/rename", data={"name": "bo"})
-        assert response.status_code == 202
-        result = celery_app.AsyncResult(response.json["task"])
-        assert result.get(timeout=30) == "bo"
+    # start_worker sets up Celery's logging on the root logger (level ERROR and
+    # a handler) and leaves it so; the other tests need it as it was.
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False):
+            response = client.post(f"/users/{user_id}/rename", data={"name": "bo"})
+            assert response.status_code == 202
+            result = celery_app.AsyncResult(response.json["task"])
+            assert result.get(timeout=30) == "bo"
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
     assert members.names() == ["bo"]
     assert members.checked_out() == 0
 
