@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import typing as t
 
 import flask
@@ -23,6 +24,7 @@ from ._lifecycle import invalidate as _invalidate_session
 from ._lifecycle import mark_no_autocommit
 from ._metadata import Engines
 from ._metadata import MetadataSource
+from ._scoped import ScopedSession
 from ._session import Session
 from ._session import add_on_commit
 from ._state import AppState
@@ -105,6 +107,35 @@ class SessionORM:
         if session is None:
             session = scope.open()
         return session
+
+    @functools.cached_property
+    def scoped_session(self) -> ScopedSession:
+        """A :class:`~sqlalchemy.orm.scoped_session` that always means the
+        session of the current request (or app context outside requests): the
+        same object as :attr:`session` at the moment it is used.
+
+        Unlike :attr:`session`, it can be captured once, at import, outside any
+        context, and handed to libraries that keep a session: Flask-Admin,
+        marshmallow-sqlalchemy, factory_boy, WTForms-SQLAlchemy
+        (:doc:`integrations`). Each request still gets its own session, committed
+        or rolled back and closed at its end as usual.
+
+        - Calling it, or any session method on it, uses the current context's
+          session; outside any context that raises :exc:`RuntimeError`.
+        - ``remove()`` closes the current context's session: its transaction is
+          rolled back and its connections go back to the pool; used again, it
+          begins a new transaction. It does nothing outside any context.
+        - ``configure()`` and calling it with arguments raise
+          :exc:`RuntimeError`: sessions are configured by the app's config.
+        - ``sqlalchemy.event.listen(db.scoped_session, "after_commit", fn)``,
+          at import, listens on :class:`Session`, the class of every session of
+          flask-session-orm (of every :class:`SessionORM` in the process).
+
+        The object is the same for the life of ``db``.
+
+        .. versionadded:: 0.1.0
+        """
+        return ScopedSession(self)
 
     @property
     def sessionmaker(self) -> orm.sessionmaker[Session]:

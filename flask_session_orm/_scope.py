@@ -104,9 +104,13 @@ class Scope:
 
 def _no_context() -> RuntimeError:
     return RuntimeError(
-        "Working outside of application context: the database session belongs"
-        " to a request or an app context. Use it in a view, a CLI command, or"
-        " inside 'with app.app_context():'."
+        "Working outside of application context: 'db.session' is the session of"
+        " the current request or app context, and there is none. Use it in a"
+        " view, a CLI command, or inside 'with app.app_context():'. To give a"
+        " library a session at setup (Flask-Admin, marshmallow-sqlalchemy,"
+        " factory_boy, WTForms-SQLAlchemy) or to listen to session events at"
+        " import, pass 'db.scoped_session': it always means the session of the"
+        " current request or app context."
     )
 
 
