@@ -269,18 +269,20 @@ def _is_conflict(error: BaseException) -> bool:
         # not have happened.
         return False
     orig = error.orig
-    # psycopg 3 names the SQLSTATE 'sqlstate', psycopg2 'pgcode'.
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate is not None:
-        return sqlstate in _PG_RETRYABLE
     module = type(orig).__module__
     if module.startswith(_MYSQL_DRIVERS):
+        # The MySQL error code, not the SQLSTATE (which PyMySQL 1.1+ also
+        # gives): a lock wait timeout has the generic SQLSTATE HY000.
         args: tuple[t.Any, ...] = getattr(orig, "args", ())
         return bool(args) and args[0] in _MYSQL_RETRYABLE
     # mysql-connector and MariaDB Connector/Python name the code 'errno'.
     errno = getattr(orig, "errno", None)
     if isinstance(errno, int) and module.startswith(("mysql.connector", "mariadb")):
         return errno in _MYSQL_RETRYABLE
+    # psycopg 3 names the SQLSTATE 'sqlstate', psycopg2 'pgcode'.
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate is not None:
+        return sqlstate in _PG_RETRYABLE
     # sqlite3 (Python 3.11+) names SQLite's result code 'sqlite_errorcode'.
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
