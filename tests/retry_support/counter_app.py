@@ -116,6 +116,13 @@ def drop(app: flask.Flask) -> None:
     db: SessionORM = app.extensions["counter_db"]
     with app.app_context():
         db.drop_all(Base)
+    dispose(app)
+
+
+def dispose(app: flask.Flask) -> None:
+    """Close the app's pooled connections."""
+    db: SessionORM = app.extensions["counter_db"]
+    with app.app_context():
         db.engine.dispose()
 
 
