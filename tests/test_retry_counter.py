@@ -34,7 +34,7 @@ SUPPORT = Path(__file__).parent / "retry_support"
 def postgres_url() -> str:
     url = os.environ.get("TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("TEST_POSTGRES_URL is not set: no postgresql server to test against")
+        pytest.skip("TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
     return url
 
 
