@@ -10,6 +10,7 @@ write lock.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 import typing as t
@@ -756,3 +757,40 @@ def test_decorator_arguments_are_validated() -> None:
         db.transaction(isolation_level=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes a function of an exception"):
         db.retryable(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("errcode", ["serialization_failure", "deadlock_detected"])
+def test_psycopg2_errors_are_retried(errcode: str, tmp_path: t.Any) -> None:
+    """With psycopg2 (SQLSTATE in 'pgcode'), PostgreSQL's serialization
+    failures and deadlocks are retried too.
+    """
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SESSION_ORM_DATABASE_URL=sa.make_url(url).set(drivername="postgresql+psycopg2"),
+        SESSION_ORM_RETRY_BACKOFF=0.001,
+    )
+    db = SessionORM(app)
+    calls: list[int] = []
+
+    @app.get("/")
+    @db.retry(attempts=2)
+    def view() -> str:
+        calls.append(db.attempt)
+        if db.attempt == 1:
+            db.session.execute(
+                sa.text(
+                    f"DO $$ BEGIN RAISE EXCEPTION 'conflict (test)'"
+                    f" USING ERRCODE = '{errcode}'; END $$"
+                )
+            )
+        return "ok"
+
+    try:
+        assert app.test_client().get("/").status_code == 200
+        assert calls == [1, 2]
+    finally:
+        with app.app_context():
+            db.engine.dispose()
