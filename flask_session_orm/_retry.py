@@ -70,10 +70,12 @@ ISOLATION_LEVELS = frozenset(
 
 #: PostgreSQL's SQLSTATEs for a serialization failure and a detected deadlock.
 _PG_RETRYABLE = frozenset({"40001", "40P01"})
-#: MySQL/MariaDB error codes: deadlock found (ER_LOCK_DEADLOCK) and lock wait
-#: timeout exceeded (ER_LOCK_WAIT_TIMEOUT); both roll back the statement or the
-#: transaction, which the request then runs again whole.
-_MYSQL_RETRYABLE = frozenset({1213, 1205})
+#: MySQL/MariaDB error codes: deadlock found (ER_LOCK_DEADLOCK), lock wait
+#: timeout exceeded (ER_LOCK_WAIT_TIMEOUT), and a row changed since the
+#: transaction's snapshot (ER_CHECKREAD: MariaDB 11.6.2+ raises it under
+#: REPEATABLE READ with innodb_snapshot_isolation, its default). Each rolls back
+#: the statement or the transaction, which the request then runs again whole.
+_MYSQL_RETRYABLE = frozenset({1213, 1205, 1020})
 #: The modules whose exceptions carry the MySQL error code as ``args[0]``.
 _MYSQL_DRIVERS = ("pymysql", "MySQLdb")
 #: SQLite's primary result code for a busy database (SQLITE_BUSY); extended
