@@ -803,3 +803,40 @@ def test_psycopg2_errors_are_retried(errcode: str, tmp_path: t.Any) -> None:
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_streamed_response_of_a_retried_view(
+    app: flask.Flask, db: SessionORM, client: flask.testing.FlaskClient
+) -> None:
+    """A view that retries may stream: the committing attempt's session stays
+    usable in the generator, an error while streaming is not retried, and no
+    connection stays checked out.
+    """
+    calls: list[int] = []
+
+    @app.get("/")
+    @db.retry(attempts=2)
+    def stream() -> flask.Response:
+        calls.append(db.attempt)
+        fail = flask.request.args.get("fail")
+        db.session.add(Item(name=f"{'fail' if fail else 'ok'}-{db.attempt}"))
+        if db.attempt == 1:
+            db.session.flush()
+            conflict(db)
+
+        @flask.stream_with_context
+        def rows() -> t.Iterator[str]:
+            yield ",".join(db.session.scalars(sa.select(Item.name).order_by(Item.id)))
+            if fail:
+                conflict(db)
+
+        return flask.Response(rows())
+
+    assert client.get("/").data == b"ok-2"
+    assert calls == [1, 2]
+    with pytest.raises(sa.exc.OperationalError, match="locked"):
+        client.get("/?fail=1").get_data()
+    assert calls == [1, 2, 1, 2]
+    assert stored(db, app) == {"ok-2", "fail-2"}
+    assert checked_out(db, app) == 0
