@@ -840,3 +840,120 @@ def test_streamed_response_of_a_retried_view(
     assert calls == [1, 2, 1, 2]
     assert stored(db, app) == {"ok-2", "fail-2"}
     assert checked_out(db, app) == 0
+
+
+def test_lost_connection_is_not_retried(
+    app: flask.Flask, db: SessionORM, backend: str, client: flask.testing.FlaskClient
+) -> None:
+    """A connection killed during the attempt is not retried: whether its work
+    happened is unknown.
+    """
+    if backend != "postgresql":
+        pytest.skip("kills its own PostgreSQL backend")
+    calls: list[int] = []
+
+    @app.errorhandler(sa.exc.OperationalError)
+    def lost(error: Exception) -> tuple[str, int]:
+        return "lost", 503
+
+    @app.post("/")
+    @db.retry(attempts=3)
+    def view() -> str:
+        calls.append(db.attempt)
+        db.session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return "never"
+
+    assert client.post("/").status_code == 503
+    assert calls == [1]
+    assert checked_out(db, app) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_failed_commit_across_databases_is_not_retried(
+    tmp_path: t.Any, retries: Retries, app: flask.Flask
+) -> None:
+    """When the commit fails on the second of two databases, the first one is
+    committed already: the request is not run again.
+    """
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+    app.config.update(
+        SESSION_ORM_DATABASE_URL=None,
+        SESSION_ORM_ENGINES={"first": f"sqlite:///{tmp_path}/first.db", "second": url},
+    )
+    db = SessionORM(app)
+    with app.app_context():
+        first, second = db.get_engine("first"), db.get_engine("second")
+        with first.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE orm_test_first (x INTEGER)"))
+        with second.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE orm_test_second (x INTEGER)"))
+            connection.execute(
+                sa.text(
+                    "CREATE FUNCTION orm_test_fail() RETURNS trigger AS $$ BEGIN"
+                    " RAISE EXCEPTION 'conflict at commit' USING ERRCODE ="
+                    " 'serialization_failure'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "CREATE CONSTRAINT TRIGGER orm_test_at_commit AFTER INSERT ON"
+                    " orm_test_second DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                    " EXECUTE FUNCTION orm_test_fail()"
+                )
+            )
+    calls: list[int] = []
+
+    @app.errorhandler(sa.exc.OperationalError)
+    def busy(error: Exception) -> tuple[str, int]:
+        return "busy", 503
+
+    @app.post("/")
+    @db.retry(attempts=3)
+    def view() -> str:
+        calls.append(db.attempt)
+        for engine, table in ((first, "orm_test_first"), (second, "orm_test_second")):
+            db.session.execute(
+                sa.text(f"INSERT INTO {table} VALUES (1)"),
+                bind_arguments={"bind": engine},
+            )
+        return "ok"
+
+    try:
+        assert app.test_client().post("/").status_code == 503
+        assert calls == [1]
+        assert retries.attempts == []
+        with app.app_context(), first.connect() as connection:
+            assert connection.scalar(sa.text("SELECT count(*) FROM orm_test_first"))
+    finally:
+        with app.app_context():
+            with second.begin() as connection:
+                connection.execute(sa.text("DROP TABLE orm_test_second"))
+                connection.execute(sa.text("DROP FUNCTION orm_test_fail()"))
+            first.dispose()
+            second.dispose()
+
+
+def test_isolation_level_inside_test_isolation(
+    app: flask.Flask, db: SessionORM, client: flask.testing.FlaskClient
+) -> None:
+    """Inside db.isolation() a view with an isolation level runs in the test's
+    transaction, and a retry rolls back only the attempt's savepoint.
+    """
+
+    @app.post("/")
+    @db.retry(attempts=2)
+    @db.transaction(isolation_level="SERIALIZABLE")
+    def view() -> str:
+        db.session.add(Item(name=f"attempt-{db.attempt}"))
+        db.session.flush()
+        if db.attempt == 1:
+            conflict(db)
+        return str(db.attempt)
+
+    with db.isolation():
+        assert client.post("/").data == b"2"
+        with app.app_context():
+            assert set(db.session.scalars(sa.select(Item.name))) == {"attempt-2"}
+    assert stored(db, app) == set()
