@@ -39,6 +39,9 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_ORM_SERVER_TIMING": False,
     "SESSION_ORM_SLOW_QUERY_SECONDS": None,
     "SESSION_ORM_LOG_QUERY_PARAMETERS": False,
+    "SESSION_ORM_RETRY_ATTEMPTS": 1,
+    "SESSION_ORM_RETRY_BACKOFF": 0.02,
+    "SESSION_ORM_RETRY_BACKOFF_MAX": 1.0,
 }
 
 # Session arguments the extension owns: routing and binding are done by the
@@ -137,6 +140,12 @@ class Config:
     session_options: dict[str, t.Any]
     commit_on_success: bool
     recording: RecordingConfig = RecordingConfig()
+    #: How many times a request runs at most (1: no retry), unless its view says.
+    retry_attempts: int = 1
+    #: The first retry's backoff in seconds; it doubles for each further one.
+    retry_backoff: float = 0.02
+    #: The longest backoff in seconds.
+    retry_backoff_max: float = 1.0
 
 
 def hide_password(text: str) -> str:
@@ -172,12 +181,29 @@ def read_config(
     binds = _read_binds(config, engines)
     session_options = _read_session_options(config, session_defaults or {})
     _warn_flask_sqlalchemy_keys(config)
+    retry_attempts = check_attempts(
+        "Config key 'SESSION_ORM_RETRY_ATTEMPTS'",
+        config.get(
+            "SESSION_ORM_RETRY_ATTEMPTS", DEFAULTS["SESSION_ORM_RETRY_ATTEMPTS"]
+        ),
+    )
+    retry_backoff = _get_seconds(config, "SESSION_ORM_RETRY_BACKOFF")
+    retry_backoff_max = _get_seconds(config, "SESSION_ORM_RETRY_BACKOFF_MAX")
+    if retry_backoff_max < retry_backoff:
+        raise ValueError(
+            "Config key 'SESSION_ORM_RETRY_BACKOFF_MAX' must not be less than"
+            f" 'SESSION_ORM_RETRY_BACKOFF' ({retry_backoff!r}), got"
+            f" {retry_backoff_max!r}."
+        )
     return Config(
         engines=engines,
         binds=binds,
         session_options=session_options,
         commit_on_success=commit_on_success,
         recording=_read_recording(config),
+        retry_attempts=retry_attempts,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
     )
 
 
@@ -285,6 +311,32 @@ def _get_bool(config: t.Mapping[str, t.Any], key: str) -> bool:
             f"Config key {key!r} must be True or False, got {_describe(value)}."
         )
     return value
+
+
+def check_attempts(what: str, value: t.Any) -> int:
+    """Validate a number of attempts; ``what`` names the key or argument."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, got {_describe(value)}.")
+    if value < 1:
+        raise ValueError(
+            f"{what} must be at least 1 (1 runs a request once, without retry),"
+            f" got {value!r}."
+        )
+    return value
+
+
+def _get_seconds(config: t.Mapping[str, t.Any], key: str) -> float:
+    value = config.get(key, DEFAULTS[key])
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(
+            f"Config key {key!r} must be a number of seconds, got {_describe(value)}."
+        )
+    if not 0 <= value < float("inf"):
+        raise ValueError(
+            f"Config key {key!r} must be a finite number of seconds, 0 or more,"
+            f" got {value!r}."
+        )
+    return float(value)
 
 
 def _get_dict(config: t.Mapping[str, t.Any], key: str) -> dict[str, t.Any]:

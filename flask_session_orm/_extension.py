@@ -15,9 +15,11 @@ from . import _keyset
 from . import _metadata
 from . import _pagination
 from . import _recording
+from . import _retry
 from . import _scope
 from ._binds import DEFAULT
 from ._config import ConfigKeyError
+from ._config import check_attempts
 from ._config import read_config
 from ._isolation import Isolation
 from ._lifecycle import invalidate as _invalidate_session
@@ -66,6 +68,9 @@ class SessionORM:
         self._metadata: list[sa.MetaData] = []
         if metadata is not None:
             self._metadata = _metadata.to_metadata_list("metadata", metadata)
+
+        #: The functions registered with :meth:`retryable`.
+        self._retry_predicates: list[t.Callable[[BaseException], bool]] = []
         if app is not None:
             self.init_app(app)
 
@@ -691,6 +696,137 @@ class SessionORM:
             before=before,
             error_out=error_out,
         )
+
+    # -- retry -------------------------------------------------------------------
+
+    @t.overload
+    def retry(self, view: F, /) -> F: ...
+
+    @t.overload
+    def retry(
+        self, view: None = None, /, *, attempts: int = 3
+    ) -> t.Callable[[F], F]: ...
+
+    def retry(
+        self, view: F | None = None, /, *, attempts: int = 3
+    ) -> F | t.Callable[[F], F]:
+        """Decorate a view so that its request runs again, up to ``attempts``
+        times in all, when its transaction fails on a concurrency conflict.
+
+        A serialization failure or a deadlock (PostgreSQL SQLSTATE ``40001`` and
+        ``40P01``; MySQL and MariaDB errors 1213 and 1205; SQLite's "database is
+        locked" on Python 3.11+; anything :meth:`retryable` accepts) raised by
+        the view, a ``before_request`` or ``after_request`` function, a flush
+        or the end-of-request commit ends the attempt: its transaction is rolled
+        back, its session closed, and after a short randomized backoff
+        (``SESSION_ORM_RETRY_BACKOFF``) the request is dispatched again, from
+        the ``before_request`` functions on, with ``g`` as it was when the
+        request started, a new session, the same body and form, and
+        :attr:`attempt` one higher. :data:`~flask_session_orm.signals.request_retried`
+        is sent. :meth:`on_commit` callbacks and ``session_committed`` belong to
+        the attempt that committed.
+
+        The last attempt's error, an error of another kind, and any error after
+        the view committed itself go through Flask's error handling as usual
+        (the app's error handler, else a 500). See :doc:`retry`.
+
+        Works written above or below ``@app.route``, on blueprints and on
+        class-based views, with or without arguments::
+
+            @app.post("/transfer")
+            @db.retry(attempts=5)
+            @db.transaction(isolation_level="SERIALIZABLE")
+            def transfer():
+                ...
+
+        ``attempts=1`` turns retry off for a view when
+        ``SESSION_ORM_RETRY_ATTEMPTS`` turns it on for every view.
+
+        :param attempts: How many times the request runs at most, the first
+            included.
+        :raises TypeError: ``attempts`` is not an integer.
+        :raises ValueError: ``attempts`` is less than 1.
+
+        .. versionadded:: 0.1.0
+        """
+        attempts = check_attempts("The argument 'attempts'", attempts)
+
+        def decorator(view: F) -> F:
+            _retry.mark(view, _retry.RETRY, attempts)
+            return view
+
+        if view is not None:
+            return decorator(view)
+        return decorator
+
+    def transaction(self, *, isolation_level: str) -> t.Callable[[F], F]:
+        """Decorate a view so that its request's transactions run at
+        ``isolation_level``.
+
+        The level is set on each connection the request's session checks out,
+        before its first statement, on every engine, and reset when the
+        connection goes back to the pool. For the whole app, give the engines
+        the ``isolation_level`` option instead (``SESSION_ORM_ENGINE_OPTIONS``).
+        Inside :meth:`isolation` (tests) the level is not changed: the test's
+        transaction is already open. Combine it with :meth:`retry`, since
+        ``SERIALIZABLE`` and ``REPEATABLE READ`` make the database abort
+        transactions that conflict::
+
+            @app.post("/book")
+            @db.retry(attempts=5)
+            @db.transaction(isolation_level="SERIALIZABLE")
+            def book():
+                ...
+
+        :param isolation_level: ``"SERIALIZABLE"``, ``"REPEATABLE READ"``,
+            ``"READ COMMITTED"`` or ``"READ UNCOMMITTED"``, as the database
+            supports them (SQLite: the first and the last).
+        :raises ValueError: Another level, or ``"AUTOCOMMIT"``.
+
+        .. versionadded:: 0.1.0
+        """
+        level = _retry.check_isolation_level(isolation_level)
+
+        def decorator(view: F) -> F:
+            _retry.mark(view, _retry.TRANSACTION, level)
+            return view
+
+        return decorator
+
+    def retryable(
+        self, predicate: t.Callable[[BaseException], bool], /
+    ) -> t.Callable[[BaseException], bool]:
+        """Register ``predicate(exception) -> bool``: an exception for which it
+        returns True is retried like a serialization failure (in the views that
+        retry). Usable as a decorator; returns ``predicate``.
+
+        It is asked about the exception and about each exception that one was
+        raised from (``raise ... from``). Mark only errors that leave nothing
+        done: running the request again must be safe.
+
+        .. versionadded:: 0.1.0
+        """
+        if not callable(predicate):
+            raise TypeError(
+                "'retryable()' takes a function of an exception, got"
+                f" {type(predicate).__name__!r}."
+            )
+        self._retry_predicates.append(predicate)
+        return predicate
+
+    @property
+    def attempt(self) -> int:
+        """The number of the current attempt of the request: 1, then 2 for the
+        first retry, and so on. 1 outside requests and in views that do not
+        retry.
+
+        .. versionadded:: 0.1.0
+        """
+        if not _scope.in_request():
+            return 1
+        scope = _scope.peek()
+        attempt = scope.attempt if scope is not None else None
+        return 1 if attempt is None else attempt.number
 
     # -- testing -----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from flask.globals import _cv_app
 from flask.globals import _cv_request
 
 from . import _lifecycle
+from . import _retry
 from ._session import Session
 from ._session import note_statement
 
@@ -74,6 +75,8 @@ class Scope:
     #: The response is streamed: the session is closed when the stream ends,
     #: not in teardown.
     deferred = False
+    #: The request retries or sets an isolation level (:mod:`._retry`).
+    attempt: _retry.Attempt | None = None
 
     def __init__(self, state: AppState, in_request: bool) -> None:
         self.state = state
@@ -88,6 +91,7 @@ class Scope:
             "raised",
             "disconnected",
             "deferred",
+            "attempt",
         ):
             self.__dict__.pop(name, None)
 
@@ -98,6 +102,8 @@ class Scope:
             # Lets the end of the app context say what it discards; request
             # sessions do not pay for it.
             sa.event.listen(session, "do_orm_execute", note_statement)
+        elif self.attempt is not None:
+            self.attempt.prepare(session)
         self.session = session
         return session
 
@@ -196,7 +202,12 @@ def install(app: flask.Flask, db: SessionORM) -> None:
       stops calling the others then), and after the ones that used the session
       themselves.
     - ``handle_user_exception``: notes that the view raised, even when an error
-      handler turns the exception into a success response.
+      handler turns the exception into a success response; in a request that
+      retries, ends the attempt on a retryable error before any handler sees it.
+
+    A request whose view retries or sets an isolation level (and every request
+    when ``SESSION_ORM_RETRY_ATTEMPTS`` is above 1) is dispatched by
+    :func:`._retry.dispatch` instead; the others pay one check for it.
 
     A wrapper costs one function call per request and does nothing else when the
     request did not use the database; Flask's own hooks cost more (each call
@@ -206,6 +217,8 @@ def install(app: flask.Flask, db: SessionORM) -> None:
     teardown_request = app.do_teardown_request
     teardown_appcontext = app.do_teardown_appcontext
     handle_user_exception = app.handle_user_exception
+    state: AppState = app.extensions[EXTENSION_KEY]
+    retry_all = state.config.retry_attempts > 1
 
     def full_dispatch_request() -> flask.Response:
         request_ctx = _cv_request.get()
@@ -217,6 +230,8 @@ def install(app: flask.Flask, db: SessionORM) -> None:
             # pushed before the requests, as tests do): same session, new
             # transaction and new decisions.
             scope.start_request()
+        if retry_all or _retry.marked:
+            return _retry.dispatch(state, attributes, request_ctx, dispatch)
         response = dispatch()
         attributes[DECIDED_KEY] = request_ctx
         scope = attributes.get(REQUEST_KEY)
@@ -251,7 +266,10 @@ def install(app: flask.Flask, db: SessionORM) -> None:
 
     def handle_user_exception_(e: Exception) -> t.Any:
         if in_request():
-            get(db).raised = True
+            scope = get(db)
+            scope.raised = True
+            if scope.attempt is not None:
+                _retry.intercept(scope, e)
         return handle_user_exception(e)
 
     # Instance attributes shadow the methods for this app only.

@@ -48,3 +48,12 @@ session_rolled_back = _signals.signal("session-orm-session-rolled-back")
 #: is not sent for it. Calling ``invalidate()`` on a session yourself does not
 #: send it.
 session_invalidated = _signals.signal("session-orm-session-invalidated")
+
+#: Sent when a request is about to run again after a retryable error (see
+#: :meth:`.SessionORM.retry`), after its transaction was rolled back and before
+#: the backoff. Sent with ``attempt=``, the number of the attempt about to start
+#: (2 for the first retry), and ``exception=``, the error that ended the previous
+#: one. Not sent for the first attempt, nor when the error is not retried.
+#:
+#: .. versionadded:: 0.1.0
+request_retried = _signals.signal("session-orm-request-retried")

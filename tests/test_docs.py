@@ -199,6 +199,7 @@ def test_settings_sections_are_all_tested() -> None:
             "session-options",
             "commit-on-success",
             "echo",
+            "retry",
         ]
     )
 
@@ -364,6 +365,19 @@ def test_config_echo(tmp_path: pathlib.Path) -> None:
     app, db = init(tmp_path, config)
     with app.app_context():
         assert all(engine.echo for engine in db.engines.values())
+
+
+def test_config_retry(tmp_path: pathlib.Path) -> None:
+    """The retry section's keys are read as the page states."""
+    config = settings("retry")
+    config["SESSION_ORM_DATABASE_URL"] = "sqlite://"
+    app, _ = init(tmp_path, config)
+    read = app.extensions["session_orm"].config
+    assert (read.retry_attempts, read.retry_backoff, read.retry_backoff_max) == (
+        3,
+        0.05,
+        0.5,
+    )
 
 
 def test_config_unknown_key(tmp_path: pathlib.Path) -> None:
@@ -1170,3 +1184,58 @@ def test_pagination_keyset_api(posts: tuple[types.ModuleType, flask.Flask]) -> N
         back[:0] = [post["id"] for post in page["posts"]]
     assert back == newest_first
     assert client.get("/api/posts?after=forged").status_code == 400
+
+
+# -- retry ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def retry_shop(
+    examples: Examples, database_url: str
+) -> t.Iterator[tuple[types.ModuleType, flask.Flask]]:
+    module = examples.load("retry")
+    module.outbox.clear()
+    app = module.create_app(
+        {"SESSION_ORM_DATABASE_URL": database_url, "SESSION_ORM_RETRY_BACKOFF": 0.005}
+    )
+    with tables(app, module.db, module.Base):
+        with app.app_context(), module.db.sessionmaker.begin() as session:
+            session.add(module.Product(id=1, name="lamp", stock=3))
+        yield module, app
+
+
+def test_retry_page_orders(retry_shop: tuple[types.ModuleType, flask.Flask]) -> None:
+    """Orders take stock until none is left; each stored order sends one mail."""
+    module, app = retry_shop
+    client = app.test_client()
+    first = client.post("/products/1/orders", data={"quantity": "2"})
+    assert first.status_code == 201
+    assert first.json == {"order": 1, "attempt": 1}
+    assert client.post("/products/1/orders", data={"quantity": "2"}).status_code == 409
+    assert module.outbox == ["order 1: 2 x lamp"]
+
+
+def test_retry_page_concurrent_orders(
+    retry_shop: tuple[types.ModuleType, flask.Flask],
+) -> None:
+    """Concurrent orders for the last items: as many succeed as there is stock,
+    the others get 409, none a 500, and the stock ends at zero.
+    """
+    module, app = retry_shop
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def order() -> None:
+        barrier.wait(10)
+        response = app.test_client().post("/products/1/orders", data={"quantity": "1"})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=order) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201, 201, 201, 409]
+    assert rows(app, module.db, sa.select(module.Product.stock)) == [0]
+    assert len(module.outbox) == 3
+    assert all(attempt > 1 for attempt in app.extensions["retried"])
