@@ -50,14 +50,16 @@ EDITS = {
     "from microblog import Base": "class Base(DeclarativeBase)",
     "followers = sa.Table(": "sa.Table(..., db.metadata)",
     "db.metadata,": "sa.Table(..., db.metadata)",
-    'sa.Column("follower_id", sa.Integer, sa.ForeignKey("user.id"), primary_key=True),': (
-        "``sa.Column``"
-    ),
-    'sa.Column("followed_id", sa.Integer, sa.ForeignKey("user.id"), primary_key=True),': (
-        "``sa.Column``"
-    ),
-    "class User(UserMixin, Base):": "not ``db.Model``",
-    "class Post(Base):": "not ``db.Model``",
+    (
+        'sa.Column("follower_id", sa.Integer, sa.ForeignKey("user.id"),'
+        " primary_key=True),"
+    ): "``sa.Column``",
+    (
+        'sa.Column("followed_id", sa.Integer, sa.ForeignKey("user.id"),'
+        " primary_key=True),"
+    ): "``sa.Column``",
+    "class User(UserMixin, Base):": "Replace ``db.Model`` with ``Base``",
+    "class Post(Base):": "Replace ``db.Model`` with ``Base``",
     '__tablename__ = "user"': "``__tablename__``",
     '__tablename__ = "post"': "``__tablename__``",
     'sa.event.listen(Session, "before_commit", before_commit)': (
