@@ -207,10 +207,15 @@ def tables(url: str) -> set[str]:
 def test_after_app_migrations(migration_url: str, tmp_path: pathlib.Path) -> None:
     """The ported app upgrades with the migration repository Flask-SQLAlchemy
     generated, through ``Migrate(app, db)`` unchanged, and its models match it:
-    a new ``flask db migrate`` finds no change.
+    a new ``flask db migrate`` finds no change, and Flask-SQLAlchemy, still
+    installed, is not imported.
     """
     directory = copy_app("after", tmp_path)
     env = environ(DATABASE_URL=migration_url)
+    check = "import sys, microblog; microblog.create_app(); print(sorted(sys.modules))"
+    modules = run([sys.executable, "-c", check], directory, env)
+    assert "'flask_migrate'" in modules
+    assert "flask_sqlalchemy" not in modules
     flask = [sys.executable, "-m", "flask", "--app", "microblog"]
     run([*flask, "db", "upgrade"], directory, env)
     assert tables(migration_url) == {*TABLES, "alembic_version"}
