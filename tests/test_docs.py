@@ -8,6 +8,8 @@ temporary instance folder. Database examples run on every configured backend.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
 import datetime
 import doctest
@@ -23,6 +25,7 @@ import textwrap
 import threading
 import types
 import typing as t
+import unittest
 import zlib
 
 import flask
@@ -1239,3 +1242,209 @@ def test_retry_page_concurrent_orders(
     assert rows(app, module.db, sa.select(module.Product.stock)) == [0]
     assert len(module.outbox) == 3
     assert all(attempt > 1 for attempt in app.extensions["retried"])
+# -- migrating from Flask-SQLAlchemy: what the steps change ---------------------
+
+
+def drop_blog(module: types.ModuleType, app: flask.Flask) -> None:
+    with app.app_context():
+        module.db.session.close()
+        module.db.drop_all()
+        for engine in module.db.engines.values():
+            engine.dispose()
+
+
+@pytest.mark.parametrize("name", ["migrate_before", "migrate_after"])
+def test_migrate_side_effects(
+    examples: Examples, database_url: str, tmp_path: pathlib.Path, name: str
+) -> None:
+    """Before and after the move, the welcome mail and the flashed message are
+    sent only for authors that were stored, and the async view counts them.
+    """
+    if name == "migrate_before":
+        pytest.importorskip("flask_sqlalchemy")
+        prefix = "SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_BINDS"
+    else:
+        prefix = "SESSION_ORM_DATABASE_URL", "SESSION_ORM_ENGINES"
+    module = examples.load(name)
+    app = module.create_app(
+        {prefix[0]: database_url, prefix[1]: {"stats": f"sqlite:///{tmp_path}/s.db"}}
+    )
+    try:
+        client = app.test_client()
+        assert client.post("/authors", data={"name": "Bo"}).json == {"id": 1}
+        assert client.post("/authors", data={"name": "Bo"}).status_code == 500
+        assert module.OUTBOX == ["Welcome, Bo!"]
+        assert client.post("/signup", data={"name": "Al"}).status_code == 302
+        assert client.get("/messages").json == ["Welcome aboard!"]
+        assert client.post("/signup", data={"name": "Al"}).status_code == 500
+        assert client.get("/messages").json == []
+        assert client.get("/authors/count").json == {"count": 2}
+    finally:
+        drop_blog(module, app)
+
+
+def test_migrating_flash_before_failed_commit(tmp_path: pathlib.Path) -> None:
+    """What the page warns of: without its commit, a view's flashed message
+    outlives the automatic commit that failed, and on_commit is too late for it.
+    """
+
+    class Base(sa.orm.DeclarativeBase):
+        pass
+
+    class Author(Base):
+        __tablename__ = "author"
+        id = sa.Column(sa.Integer, primary_key=True)
+        name = sa.Column(sa.String(9), unique=True)
+
+    app, db = init(tmp_path, {"SESSION_ORM_DATABASE_URL": "sqlite:///flash.db"})
+    app.config["SECRET_KEY"] = "docs"
+    with app.app_context():
+        db.create_all(Base)
+
+    @app.post("/signup")
+    def sign_up() -> flask.Response:
+        db.session.add(Author(name="Al"))
+        flask.flash("Welcome aboard!")
+        db.on_commit(flask.flash, "too late")
+        return flask.redirect("/messages")
+
+    @app.get("/messages")
+    def messages() -> list[str]:
+        return flask.get_flashed_messages()
+
+    client = app.test_client()
+    assert client.post("/signup").status_code == 302
+    assert client.get("/messages").json == ["Welcome aboard!"]
+    assert client.post("/signup").status_code == 500
+    assert client.get("/messages").json == ["Welcome aboard!"]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_migrate_search_listeners(
+    examples: Examples, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    """Listeners registered at import on the Session class index the authors of
+    every committed request, flushed or not, and none of a rolled-back one.
+    """
+    module = examples.load("migrate_after")
+    search = examples.load("migrate_search")
+    app = module.create_app(
+        {
+            "SESSION_ORM_DATABASE_URL": database_url,
+            "SESSION_ORM_ENGINES": {"stats": f"sqlite:///{tmp_path}/s.db"},
+        }
+    )
+    try:
+        client = app.test_client()
+        client.post("/authors", data={"name": "Bo"})
+        client.post("/signup", data={"name": "Al"})
+        assert client.post("/authors", data={"name": "Al"}).status_code == 500
+        assert sorted(search.INDEX) == ["Al", "Bo"]
+    finally:
+        sa.event.remove(search.Session, "after_flush", search.remember_new)
+        sa.event.remove(search.Session, "after_commit", search.index_new)
+        sa.event.remove(search.Session, "after_rollback", search.forget_new)
+        drop_blog(module, app)
+
+
+def run_unittest(module: types.ModuleType) -> tuple[unittest.TestResult, t.Any]:
+    """Run the example's test case; the result, and the case to clean up after."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+    (case,) = [case for group in suite for case in t.cast(t.Any, group)]
+    result = unittest.TestResult()
+    suite.run(result)
+    return result, case
+
+
+def test_migrate_unittest_teardown(
+    examples: Examples, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's unittest teardown passes on every backend; without its
+    db.session.close(), drop_all() raises the page's error instead of hanging.
+    """
+    monkeypatch.setenv("TEST_DATABASE_URL", database_url)
+    db = examples.load("migrate_after").db
+    result, case = run_unittest(examples.load("migrate_unittest"))
+    with case.app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+    assert (result.testsRun, result.errors, result.failures) == (1, [], [])
+    text = (examples.directory / "migrate_unittest.py").read_text()
+    close = "        db.session.close()  # was db.session.remove(); or commit\n"
+    assert close in text
+    bare = examples.directory / "migrate_unittest_bare.py"
+    bare.write_text(text.replace(close, ""))
+    result, case = run_unittest(examples.load("migrate_unittest_bare"))
+    # The failed tearDown left its app context pushed, with the transaction.
+    db.session.close()
+    db.drop_all()
+    for engine in db.engines.values():
+        engine.dispose()
+    case.app_context.pop()
+    ((_, error),) = result.errors
+    assert "RuntimeError: db.drop_all() was called while db.session" in error
+
+
+# -- snippets show their imports -----------------------------------------------
+
+
+def included_snippets(page: str) -> list[tuple[str, str]]:
+    """The file and the code of each ``literalinclude`` of a page, cut the way
+    Sphinx cuts it with ``start-after``, ``end-before`` and ``dedent``.
+    """
+    text = (DOCS / page).read_text()
+    pattern = r"^ *\.\. literalinclude:: (\S+)\n((?: +:[\w-]+:.*\n)*)"
+    snippets = []
+    for match in re.finditer(pattern, text, re.M):
+        options = dict(re.findall(r":([\w-]+):(.*)", match.group(2)))
+        lines = (DOCS / match.group(1)).read_text().splitlines()
+        if "start-after" in options:
+            marker = options["start-after"].strip()
+            start = next(i for i, line in enumerate(lines) if marker in line)
+            lines = lines[start + 1 :]
+        if "end-before" in options:
+            marker = options["end-before"].strip()
+            end = next(i for i, line in enumerate(lines) if marker in line)
+            lines = lines[:end]
+        snippets.append((match.group(1), textwrap.dedent("\n".join(lines))))
+    return snippets
+
+
+def bound_and_loaded(code: str) -> tuple[set[str], set[str]]:
+    """The names a piece of code binds, and the names it reads."""
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound, loaded
+
+
+@pytest.mark.parametrize("page", ["quickstart.rst", "migrating.rst"])
+def test_snippets_show_their_imports(page: str) -> None:
+    """Every name an included snippet reads from an import is imported in that
+    snippet or in an earlier one of the same file on the page.
+    """
+    shown: dict[str, set[str]] = {}
+    snippets = included_snippets(page)
+    assert snippets
+    for path, code in snippets:
+        module = (DOCS / path).read_text()
+        imported = {
+            (alias.asname or alias.name).split(".")[0]
+            for node in ast.walk(ast.parse(module))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        bound, loaded = bound_and_loaded(code)
+        earlier = shown.setdefault(path, set())
+        missing = (loaded - bound - earlier - set(dir(builtins))) & imported
+        assert not missing, f"{page}: a snippet of {path} does not import {missing}"
+        earlier |= bound

@@ -1,19 +1,20 @@
-"""The quickstart application: a to-do list with an app factory."""
+"""The quickstart application: a to-do list with an app factory.
 
-import sqlalchemy as sa
-import sqlalchemy.orm as orm
-from flask import Flask
-from flask import abort
-from flask import request
-
-from flask_session_orm import SessionORM
+Each section starts with the imports it uses, so that every snippet the
+quickstart page shows is complete.
+"""
 
 # [extension]
+from flask_session_orm import SessionORM
+
 db = SessionORM()
 # [end extension]
 
-
 # [models]
+import sqlalchemy as sa
+import sqlalchemy.orm as orm
+
+
 class Base(orm.DeclarativeBase):
     pass
 
@@ -33,6 +34,9 @@ class Todo(Base):
 
 
 # [factory]
+from flask import Flask
+
+
 def create_app(test_config=None):
     app = Flask(__name__)
     app.config.from_mapping(SESSION_ORM_DATABASE_URL="sqlite:///todo.db")
@@ -58,6 +62,10 @@ def create_app(test_config=None):
 
 
 # [views]
+from flask import abort
+from flask import request
+
+
 def register_views(app):
     @app.get("/todos")
     def list_todos():

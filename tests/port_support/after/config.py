@@ -1,0 +1,12 @@
+import os
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY") or "you-will-never-guess"
+    SESSION_ORM_DATABASE_URL = os.environ.get("DATABASE_URL") or "sqlite:///app.db"
+    POSTS_PER_PAGE = 3
+
+
+class TestConfig(Config):
+    TESTING = True
+    SESSION_ORM_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or "sqlite://"
