@@ -84,16 +84,37 @@ def finish_request(scope: Scope, response: flask.Response) -> flask.Response:
         session.commit()
     except Exception as e:
         discard(scope, session)
-        # Route the failure through the app's error handlers, as if the view had
-        # raised it: the client must not receive the success response for data
-        # that was not stored. With no handler this re-raises, and Flask turns
-        # it into a 500. A handler's response is finalized as Flask finalizes
-        # every error response: the after_request functions run on it too.
-        app = scope.state.app
+        # The client must not receive the success response for data that was
+        # not stored: leave Flask's response processing, so that neither this
+        # response nor its session cookie is used (see answer_commit_failure).
+        raise CommitFailed(e) from e
+    return _close_after_stream(scope, response)
+
+
+class CommitFailed(Exception):
+    """The end-of-request commit failed with :attr:`error`; raised out of the
+    response processing up to the dispatch, which answers it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def answer_commit_failure(app: flask.Flask, error: Exception) -> flask.Response:
+    """Answer a failed commit through the app's error handlers, as if the view
+    had raised ``error``.
+
+    With no handler for it this re-raises, and Flask answers 500. A handler's
+    response is finalized as Flask finalizes every error response: the
+    ``after_request`` functions run on it, and the session cookie is saved.
+    """
+    # Flask's handle_user_exception re-raises the exception being handled.
+    try:
+        raise error
+    except Exception as e:
         return app.finalize_request(
             app.handle_user_exception(e), from_error_handler=True
         )
-    return _close_after_stream(scope, response)
 
 
 def _close_after_stream(scope: Scope, response: flask.Response) -> flask.Response:

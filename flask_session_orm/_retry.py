@@ -351,7 +351,11 @@ def dispatch(
     """
     found = settings(state)
     if found is None:
-        return _decide(attributes, request_ctx, full_dispatch_request())
+        try:
+            return full_dispatch_request()
+        except _lifecycle.CommitFailed as failure:
+            failed = failure.error
+        return _lifecycle.answer_commit_failure(state.app, failed)
     attempts, level = found
     if attempts > 1:
         _cache_body()
@@ -372,9 +376,13 @@ def dispatch(
         while True:
             try:
                 attempt.active = True
-                response = full_dispatch_request()
-                # Still active: the commit's failure may end the attempt too.
-                return _decide(attributes, request_ctx, response)
+                try:
+                    return full_dispatch_request()
+                except _lifecycle.CommitFailed as failure:
+                    failed = failure.error
+                # Still active: the commit's failure may end the attempt too,
+                # through the handle_user_exception wrapper.
+                return _lifecycle.answer_commit_failure(state.app, failed)
             except RetryRequest as signal:
                 error: BaseException = signal.error
             except Exception as e:
@@ -394,17 +402,6 @@ def dispatch(
             _sleep(state, attempt.number)
     finally:
         attempt.restore()
-
-
-def _decide(
-    attributes: dict[str, t.Any], request_ctx: t.Any, response: flask.Response
-) -> flask.Response:
-    """Take the commit decision on the request's final response."""
-    attributes[_scope.DECIDED_KEY] = request_ctx
-    scope: Scope | None = attributes.get(_scope.REQUEST_KEY)
-    if scope is None or scope.session is None:
-        return response
-    return _lifecycle.finish_request(scope, response)
 
 
 def _cache_body() -> None:

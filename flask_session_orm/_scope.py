@@ -24,6 +24,7 @@ inside the view is a context of its own.
 
 from __future__ import annotations
 
+import itertools
 import typing as t
 
 import flask
@@ -188,32 +189,39 @@ def in_request() -> bool:
 def install(app: flask.Flask, db: SessionORM) -> None:
     """Hook the extension into ``app``'s request cycle.
 
-    Four of the app's methods are wrapped, on the app object only:
+    Four of the app's methods are wrapped, on the app object only; no Flask hook
+    is registered, so a request that does not use the database pays one function
+    call per wrapper and nothing else (a registered hook costs more: Flask calls
+    each through ``ensure_sync``).
 
-    - ``full_dispatch_request``: records the request being dispatched, and
-      takes the commit decision once it has returned, that is after the view,
-      the error handlers and every ``after_this_request``, blueprint and app
-      ``after_request`` function, on the response they produced. Only the
-      network remains after the commit. Registering an ``after_request``
-      function could not guarantee that order: functions registered later run
-      before it, and one that raises skips it.
-    - ``do_teardown_request`` and ``do_teardown_appcontext``: end the sessions
+    - ``process_response`` takes the commit decision after every
+      ``after_this_request``, blueprint and app ``after_request`` function, on
+      the response they produced, and before Flask saves the session cookie, so
+      only the cookie and the network remain after the commit (an ``on_commit``
+      function may still ``flash()``). For a request that has a session it runs
+      Flask's steps itself, in Flask's order, with the decision inserted before
+      the cookie (:func:`_process_response`); other requests go to Flask's own.
+    - ``full_dispatch_request`` records the request being dispatched and turns a
+      failed commit into the app's error response.
+    - ``do_teardown_request`` and ``do_teardown_appcontext`` end the sessions
       after every teardown function has run, even when one of them raised (Flask
       stops calling the others then), and after the ones that used the session
       themselves.
-    - ``handle_user_exception``: notes that the view raised, even when an error
+    - ``handle_user_exception`` notes that the view raised, even when an error
       handler turns the exception into a success response; in a request that
-      retries, ends the attempt on a retryable error before any handler sees it.
+      retries, it ends the attempt on a retryable error before any handler sees
+      it.
+
+    An app whose class overrides ``process_response`` keeps it: the decision is
+    then an ``after_request`` function put first in the app's list, so that
+    Flask runs it last.
 
     A request whose view retries or sets an isolation level (and every request
     when ``SESSION_ORM_RETRY_ATTEMPTS`` is above 1) is dispatched by
     :func:`._retry.dispatch` instead; the others pay one check for it.
-
-    A wrapper costs one function call per request and does nothing else when the
-    request did not use the database; Flask's own hooks cost more (each call
-    goes through ``ensure_sync``).
     """
     dispatch = app.full_dispatch_request
+    process_response = app.process_response
     teardown_request = app.do_teardown_request
     teardown_appcontext = app.do_teardown_appcontext
     handle_user_exception = app.handle_user_exception
@@ -232,8 +240,35 @@ def install(app: flask.Flask, db: SessionORM) -> None:
             scope.start_request()
         if retry_all or _retry.marked:
             return _retry.dispatch(state, attributes, request_ctx, dispatch)
-        response = dispatch()
+        try:
+            return dispatch()
+        except _lifecycle.CommitFailed as failure:
+            error = failure.error
+        return _lifecycle.answer_commit_failure(app, error)
+
+    def decide(response: flask.Response) -> flask.Response:
+        attributes = _cv_app.get().g.__dict__
+        request_ctx = _cv_request.get()
+        if attributes.get(DISPATCHED_KEY) is not request_ctx:
+            return response
         attributes[DECIDED_KEY] = request_ctx
+        scope: Scope | None = attributes.get(REQUEST_KEY)
+        if scope is None or scope.session is None:
+            return response
+        return _lifecycle.finish_request(scope, response)
+
+    def process_response_(response: flask.Response) -> flask.Response:
+        # Flask calls it for the request being dispatched (or answered after
+        # an error), the one recorded by full_dispatch_request.
+        attributes = _cv_app.get().g.__dict__
+        request_ctx = _cv_request.get()
+        scope: Scope | None = attributes.get(REQUEST_KEY)
+        if scope is not None and scope.session is not None:
+            return _process_response(app, request_ctx, attributes, scope, response)
+        response = process_response(response)
+        attributes[DECIDED_KEY] = request_ctx
+        # The session may have been first used by an after_request function:
+        # its work is the request's too, decided now that the cookie is saved.
         scope = attributes.get(REQUEST_KEY)
         if scope is None or scope.session is None:
             return response
@@ -273,10 +308,41 @@ def install(app: flask.Flask, db: SessionORM) -> None:
         return handle_user_exception(e)
 
     # Instance attributes shadow the methods for this app only.
+    if type(app).process_response is flask.Flask.process_response:
+        setattr(app, "process_response", process_response_)  # noqa: B010
+    else:
+        app.after_request_funcs.setdefault(None, []).insert(0, decide)
     setattr(app, "full_dispatch_request", full_dispatch_request)  # noqa: B010
     setattr(app, "do_teardown_request", do_teardown_request)  # noqa: B010
     setattr(app, "do_teardown_appcontext", do_teardown_appcontext)  # noqa: B010
     setattr(app, "handle_user_exception", handle_user_exception_)  # noqa: B010
+
+
+def _process_response(
+    app: flask.Flask,
+    request_ctx: t.Any,
+    attributes: dict[str, t.Any],
+    scope: Scope,
+    response: flask.Response,
+) -> flask.Response:
+    """:meth:`flask.Flask.process_response` (Flask 3.0 and 3.1), with the commit
+    decision between the ``after_request`` functions and the session cookie.
+    """
+    ensure_sync = app.ensure_sync
+    for func in request_ctx._after_request_functions:
+        response = ensure_sync(func)(response)
+    functions = app.after_request_funcs
+    for name in itertools.chain(flask.request.blueprints, (None,)):
+        if name in functions:
+            for func in reversed(functions[name]):
+                response = ensure_sync(func)(response)
+    attributes[DECIDED_KEY] = request_ctx
+    response = _lifecycle.finish_request(scope, response)
+    interface = app.session_interface
+    session = request_ctx._session
+    if not interface.is_null_session(session):
+        interface.save_session(app, session, response)
+    return response
 
 
 def _end_app_context(attributes: dict[str, t.Any]) -> None:

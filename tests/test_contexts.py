@@ -648,3 +648,50 @@ def test_preserved_context_writes_warn(
     assert stored(db, app) == {"a"}
     assert "after the request's commit decision" in caplog.text
     assert count_items(db, app) == 1
+
+
+def test_session_first_used_in_after_request_is_committed(
+    app: flask.Flask, db: SessionORM, outside_requests: None
+) -> None:
+    """A request whose only database work is an after_request function's has
+    that work committed when it succeeds, and rolled back when it fails."""
+
+    @app.get("/<int:status>")
+    def page(status: int) -> tuple[str, int]:
+        return "page", status
+
+    @app.after_request
+    def log_visit(response: flask.Response) -> flask.Response:
+        db.session.add(Item(name=f"visit-{response.status_code}"))
+        return response
+
+    client = app.test_client()
+    assert client.get("/200").status_code == 200
+    assert client.get("/404").status_code == 404
+    assert stored(db, app) == {"visit-200"}
+    assert checked_out(db, app) == 0
+
+
+def test_flash_from_on_commit_reaches_the_next_page(
+    app: flask.Flask, db: SessionORM, outside_requests: None
+) -> None:
+    """The commit comes before Flask saves the session cookie: a message flashed
+    by an on_commit function is shown on the next page, only if it committed."""
+    app.config["SECRET_KEY"] = "test"
+
+    @app.post("/items/<name>")
+    def create(name: str) -> tuple[str, int]:
+        db.session.add(Item(name=name))
+        db.on_commit(flask.flash, f"saved {name}")
+        return "created", 201
+
+    @app.get("/messages")
+    def messages() -> list[str]:
+        return flask.get_flashed_messages()
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = app.test_client()
+    assert client.post("/items/a").status_code == 201
+    assert client.get("/messages").json == ["saved a"]
+    assert client.post("/items/a").status_code == 500
+    assert client.get("/messages").json == []

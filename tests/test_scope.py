@@ -335,3 +335,41 @@ def test_no_flask_hooks_registered(plain: tuple[flask.Flask, SessionORM]) -> Non
             db.session.add(Item(name="discarded"))
     assert count_items(db, app) == 0
     assert checked_out(db, app) == 0
+
+
+class CustomFlask(flask.Flask):
+    """An app class with its own process_response."""
+
+    def process_response(self, response: flask.Response) -> flask.Response:
+        response = super().process_response(response)
+        response.headers["X-Custom"] = "yes"
+        return response
+
+
+def test_app_class_with_own_process_response(tmp_path: t.Any) -> None:
+    """An app class that overrides process_response keeps it; the decision is
+    then an after_request function that runs after the app's others."""
+    app = CustomFlask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config["SESSION_ORM_DATABASE_URL"] = f"sqlite:///{tmp_path}/custom.db"
+    db = SessionORM(app)
+    with app.app_context():
+        db.create_all(Base)
+
+    @app.post("/<name>/<int:status>")
+    def create(name: str, status: int) -> tuple[str, int]:
+        db.session.add(Item(name=name))
+        return "done", status
+
+    @app.after_request
+    def veto(response: flask.Response) -> flask.Response:
+        if flask.request.view_args and flask.request.view_args["name"] == "vetoed":
+            response.status_code = 409
+        return response
+
+    client = app.test_client()
+    assert client.post("/kept/201").headers["X-Custom"] == "yes"
+    assert client.post("/vetoed/201").status_code == 409
+    assert app.after_request_funcs[None][0] is not veto
+    assert count_items(db, app) == 1
+    with app.app_context():
+        db.engine.dispose()

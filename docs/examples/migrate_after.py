@@ -75,8 +75,7 @@ def create_app(config):
     @app.post("/signup")
     def sign_up():
         db.session.add(Author(name=request.form["name"]))
-        db.session.commit()  # kept: the message below needs a commit that worked
-        flash("Welcome aboard!")
+        db.on_commit(flash, "Welcome aboard!")  # shown only if the commit works
         return redirect("/messages")
 
     @app.get("/authors/<int:author_id>")
