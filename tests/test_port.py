@@ -5,16 +5,16 @@ users, posts, followers, Flask-Login, Flask-Migrate (``Migrate(app, db)``) with 
 migration repository its ``flask db migrate`` generated, ``db.paginate``,
 ``db.get_or_404``, a JSON API with an ``async`` view, a search index kept up to
 date by session events, and its own pytest suite using pytest-flask's ``client``.
-``tests/port_support/after`` is the same application after the edits
-docs/migrating.rst lists, and nothing else. Both suites run in a subprocess, in a
-copy of each application's folder, against the database named by the
-application's own config (``TEST_DATABASE_URL``).
+``tests/port_support/after`` holds only the files the edits docs/migrating.rst
+lists change, as they are after those edits: the ported application is a copy of
+``before`` with them laid over it, so the two cannot drift apart anywhere else.
+Both suites run in a subprocess, in a copy of each application's folder, against
+the database named by the application's own config (``TEST_DATABASE_URL``).
 """
 
 from __future__ import annotations
 
 import difflib
-import filecmp
 import os
 import pathlib
 import re
@@ -73,11 +73,36 @@ EDITS = {
 }
 
 
+#: The files the port changes: all that ``after`` holds.
+CHANGED = [
+    "config.py",
+    "microblog/__init__.py",
+    "microblog/api.py",
+    "microblog/models.py",
+    "tests/conftest.py",
+]
+IGNORE = shutil.ignore_patterns("__pycache__")
+
+
 def copy_app(name: str, tmp_path: pathlib.Path) -> pathlib.Path:
-    """A private copy of one application's folder."""
+    """A private copy of one application: ``before`` as it is, ``after`` as
+    ``before`` with the files of ``after`` laid over it.
+    """
     directory = tmp_path / name
-    shutil.copytree(SUPPORT / name, directory)
+    shutil.copytree(SUPPORT / "before", directory, ignore=IGNORE)
+    if name == "after":
+        shutil.copytree(SUPPORT / "after", directory, ignore=IGNORE, dirs_exist_ok=True)
     return directory
+
+
+def after_files() -> list[str]:
+    """The paths of the files ``after`` holds, relative to it."""
+    root = SUPPORT / "after"
+    return sorted(
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
 
 
 def environ(**values: str) -> dict[str, str]:
@@ -144,24 +169,14 @@ def test_port_edits_are_the_guides() -> None:
     """The port changes only the files and lines the guide tells the reader to
     change; its tests, templates, views and migrations are the original's.
     """
-    comparison = filecmp.dircmp(SUPPORT / "before", SUPPORT / "after")
-    changed: list[str] = []
-
-    def walk(cmp: filecmp.dircmp[str], prefix: str) -> None:
-        assert not cmp.left_only and not cmp.right_only, (prefix, cmp.left_only)
-        changed.extend(prefix + name for name in cmp.diff_files)
-        for name, sub in cmp.subdirs.items():
-            if name != "__pycache__":
-                walk(sub, f"{prefix}{name}/")
-
-    walk(comparison, "")
-    assert sorted(changed) == [
-        "config.py",
-        "microblog/__init__.py",
-        "microblog/api.py",
-        "microblog/models.py",
-        "tests/conftest.py",
-    ]
+    changed = after_files()
+    for path in changed:
+        before = SUPPORT / "before" / path
+        assert before.is_file(), f"{path} is not in the original application"
+        assert before.read_bytes() != (SUPPORT / "after" / path).read_bytes(), (
+            f"{path} is the original's: remove it from 'after'"
+        )
+    assert changed == CHANGED
     guide = GUIDE.read_text()
     for path in changed:
         before = (SUPPORT / "before" / path).read_text().splitlines()
