@@ -339,7 +339,12 @@ def _process_response(
     attributes[DECIDED_KEY] = request_ctx
     response = _lifecycle.finish_request(scope, response)
     interface = app.session_interface
-    session = request_ctx._session
+    # Flask 3.1 keeps it in _session (its session property marks it accessed);
+    # Flask 3.0 in session.
+    try:
+        session = request_ctx._session
+    except AttributeError:
+        session = request_ctx.session
     if not interface.is_null_session(session):
         interface.save_session(app, session, response)
     return response
