@@ -30,6 +30,9 @@ from reliability_driver import fork_violations
 from reliability_driver import stored_keys
 from reliability_driver import with_password
 
+from tests.servers import PostgresServer
+from tests.servers import start_or_skip
+
 #: Trust authentication accepts any password: one is set so that a leak shows.
 PASSWORD = "rel-Secret-pw-7781"
 TABLE = reliability_app.RelItem.__tablename__
@@ -89,6 +92,7 @@ def run(
     postgres_url: str,
     workdir: str,
     extra_env: t.Mapping[str, str] | None = None,
+    restart_server: t.Callable[[], None] | None = None,
 ) -> Summary:
     """Serve, load, inject the plan's faults, stop, and check the invariants."""
     run_id = f"{re.sub(r'[^a-z]+', '-', name.lower())[:20]}-{uuid.uuid4().hex[:8]}"
@@ -122,6 +126,7 @@ def run(
                 interval=plan.kill_interval,
                 restart_at=plan.restart_at,
                 progress=lambda: load.done / plan.requests,
+                restart_server=restart_server,
             )
             faults.start()
         try:
@@ -232,3 +237,48 @@ def test_fork_check_detects_a_shared_connection(
     assert any("its master opened before forking" in v for v in summary.violations), (
         summary.table()
     )
+
+
+#: The kills of the short "faults" run plus one restart, halfway; run on a
+#: throw-away cluster, so it is part of the default run.
+RESTART = Plan(
+    requests=3000,
+    concurrency=32,
+    workers=2,
+    deadline=60,
+    kill_interval=2.0,
+    restart_at=0.5,
+)
+
+
+@pytest.fixture
+def own_postgres() -> t.Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster with the app's table (never the
+    machine's: this one is restarted)."""
+    server = start_or_skip(PostgresServer)
+    try:
+        engine = sa.create_engine(server.url, poolclass=sa.NullPool)
+        reliability_app.Base.metadata.create_all(engine)
+        engine.dispose()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_restart_under_load_recovers_within_a_second(
+    own_postgres: PostgresServer, long_run: bool, tmp_path: t.Any
+) -> None:
+    """With backends killed every 2 seconds and the (throw-away) PostgreSQL
+    cluster restarted halfway, only requests in flight or in the restart
+    window fail, the app serves again within a second of PostgreSQL being
+    back, and the stored data matches the responses."""
+    plan = LONG["faults"] if long_run else RESTART
+    summary = run(
+        "faults + restart (throw-away cluster)",
+        plan,
+        own_postgres.url,
+        str(tmp_path),
+        restart_server=own_postgres.restart,
+    )
+    assert summary.violations == [], summary.table()
+    assert summary.recovery_seconds is not None, summary.table()
