@@ -36,10 +36,10 @@ import sqlalchemy as sa
 import werkzeug.test
 
 HERE = Path(__file__).resolve().parent
-#: The same create_engine options for every variant. flask-session-orm turns
-#: pool_pre_ping on by default for network databases; the peers and the
-#: hand-written app do not, so it is turned off here for everyone, and the cost
-#: of the default is shown by the separate "(pre-ping)" row.
+#: The same create_engine options for every variant of the equal-options rows:
+#: no pre-ping, and no idle ping either (flask-session-orm installs that only
+#: when pool_pre_ping is not given). The "(defaults)" rows give no options, so
+#: each variant runs as its users get it.
 ENGINE_OPTIONS: dict[str, t.Any] = {"pool_pre_ping": False}
 OURS = "flask-session-orm"
 HAND = "hand-written"
@@ -87,7 +87,7 @@ QUICK = Settings(
     server_rounds=1,
     rss_requests=(1_000, 5_000),
     rss_reference=False,
-    server_cells=(("read", "sqlite"),),
+    server_cells=(("read", "sqlite"), ("read", "postgresql")),
     init_repeats=5,
     quick=True,
 )
@@ -239,6 +239,7 @@ def section_inprocess(
         log(f"in-process: {backend}")
         variants = [
             *bench_apps.VARIANTS,
+            *[v + bench_apps.DEFAULTS for v in bench_apps.DATABASE_VARIANTS],
             bench_apps.FSA_COMMIT_VARIANT,
             bench_apps.TEARDOWN_VARIANT,
         ]
@@ -490,8 +491,11 @@ def section_server(
         for scenario, backend in settings.server_cells:
             if backend not in backends:
                 continue
-            for v in bench_apps.VARIANTS:
+            defaults = [v + bench_apps.DEFAULTS for v in bench_apps.DATABASE_VARIANTS]
+            for v in [*bench_apps.VARIANTS, *defaults]:
                 if v in (BARE, bench_apps.TEARDOWN_VARIANT) and scenario != "noop":
+                    continue
+                if v in defaults and scenario == "noop":
                     continue
                 label = f"{backend}-{v}"
                 if label not in servers:

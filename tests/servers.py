@@ -540,3 +540,175 @@ class MariaDBServer(Server):
         if self._process is not None:
             self._process.wait(timeout=10)
             self._process = None
+
+
+class PgBouncer:
+    """PgBouncer of its own on a free loopback port, in front of a PostgreSQL
+    server, in transaction pooling mode unless told otherwise.
+
+    :param databases: Database name (as clients name it) to the libpq
+        connection string PgBouncer uses for it; by default every name goes
+        to ``server_host:server_port`` (``*``).
+    :param settings: More ``[pgbouncer]`` settings.
+
+    It runs as the ``postgres`` OS user when the tests run as root (PgBouncer
+    refuses to run as root), with trust authentication for the users in its
+    own user list, and is stopped by its process id.
+    """
+
+    def __init__(
+        self,
+        *,
+        server_host: str = HOST,
+        server_port: int = 5432,
+        user: str = "postgres",
+        databases: t.Mapping[str, str] | None = None,
+        pool_mode: str = "transaction",
+        settings: t.Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.binary = shutil.which("pgbouncer") or shutil.which(
+            "pgbouncer", path="/usr/sbin:/usr/local/sbin"
+        )
+        if self.binary is None:
+            raise ServerUnavailable(
+                "pgbouncer is not installed: install the Debian package 'pgbouncer'"
+            )
+        self.port = port or free_port()
+        self.user = user
+        self.databases = dict(
+            databases or {"*": f"host={server_host} port={server_port}"}
+        )
+        self.settings = {
+            "listen_addr": HOST,
+            "listen_port": str(self.port),
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "pool_mode": pool_mode,
+            "default_pool_size": "20",
+            "max_client_conn": "500",
+            "admin_users": user,
+            "server_login_retry": "0.5",
+            **(settings or {}),
+        }
+        self.directory = tempfile.mkdtemp(prefix="fso-pgbouncer-")
+        self.pid = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ini_path(self) -> str:
+        return os.path.join(self.directory, "pgbouncer.ini")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.directory, "pgbouncer.log")
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL for ``database`` through PgBouncer."""
+        return f"postgresql+psycopg://{self.user}@{HOST}:{self.port}/{database}"
+
+    def version(self) -> str:
+        """PgBouncer's version, e.g. ``"1.18.0"``."""
+        out = _run([t.cast(str, self.binary), "--version"])
+        return out.split()[1]
+
+    def start(self, timeout: float = 20) -> None:
+        run_as = "postgres" if os.geteuid() == 0 else None
+        lines = ["[databases]"]
+        lines += [f"{name} = {conn}" for name, conn in self.databases.items()]
+        lines.append("[pgbouncer]")
+        settings = {
+            **self.settings,
+            "auth_file": os.path.join(self.directory, "userlist.txt"),
+            "logfile": self.log_path,
+            "pidfile": os.path.join(self.directory, "pgbouncer.pid"),
+        }
+        lines += [f"{name} = {value}" for name, value in settings.items()]
+        with open(self.ini_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(settings["auth_file"], "w") as f:
+            f.write(f'"{self.user}" ""\n')
+        if run_as:
+            for path in (self.directory, self.ini_path, settings["auth_file"]):
+                _own(path, run_as)
+        self._process = subprocess.Popen(
+            [t.cast(str, self.binary), "--quiet", self.ini_path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            user=run_as,
+            group=run_as,
+        )
+        self.pid = self._process.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"pgbouncer exited with {self._process.returncode}:\n{self.log()}"
+                )
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"pgbouncer did not listen in {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stop PgBouncer by its process id: SIGTERM (immediate), then SIGKILL."""
+        if not self.pid:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            try:
+                if self._process is not None:
+                    self._process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.pid = 0
+        self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def admin(self, command: str) -> list[tuple[t.Any, ...]]:
+        """Run a command on PgBouncer's admin console (``SHOW POOLS``, ...)."""
+        import psycopg
+
+        with psycopg.connect(
+            host=HOST,
+            port=self.port,
+            user=self.user,
+            dbname="pgbouncer",
+            autocommit=True,
+            prepare_threshold=None,
+        ) as connection:
+            cursor = connection.execute(command)
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PgBouncer:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
