@@ -107,6 +107,8 @@ class Report:
                     self.tables.append(self._inprocess_defaults(backend, data))
         if "server" in results:
             self.tables.append(self._server(results["server"]))
+        if results.get("pgbouncer"):
+            self.tables.append(self._pgbouncer(results["pgbouncer"]))
         if "scale" in results:
             self.tables.append(self._scale(results["scale"]))
         if "init_app" in results:
@@ -354,6 +356,31 @@ class Report:
             " measure the per-request cost.",
         ]
         return Table("Real server (gunicorn, loopback)", header, rows, notes)
+
+    def _pgbouncer(self, data: dict[str, t.Any]) -> Table:
+        cells = data["read"]
+        base = cells[HAND]
+        header = ["read, one row by primary key", "µs per request", "ratio"]
+        rows = [
+            [label, _us(cell), f"{_ratio(cell, base):.2f}"]
+            for label, cell in cells.items()
+        ]
+        ours = cells[f"{OURS}, its defaults"]
+        self._target(
+            "read through PgBouncer within 3% of hand-written, ours with its defaults",
+            "PgBouncer",
+            ours,
+            base,
+        )
+        notes = [
+            f"PgBouncer {data['version']} in transaction pooling mode on"
+            " 127.0.0.1, in front of the same PostgreSQL; psycopg 3 with"
+            " prepare_threshold=None (required before PgBouncer 1.21). Ratios"
+            " to hand-written through PgBouncer with the app's pool"
+            " (QueuePool). NullPool opens a connection to PgBouncer for every"
+            " request; the direct rows skip PgBouncer.",
+        ]
+        return Table("Through PgBouncer (transaction mode)", header, rows, notes)
 
     def _scale(self, data: dict[str, t.Any]) -> Table:
         columns = [
