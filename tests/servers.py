@@ -100,7 +100,8 @@ def _run(argv: list[str], timeout: float = 120) -> str:
     return done.stdout
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -118,10 +119,10 @@ def _alive(pid: int) -> bool:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not is_running(pid):
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return not is_running(pid)
 
 
 class Server:
