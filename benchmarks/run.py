@@ -742,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="output directory (default: benchmarks/results)"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="in-process rounds per scenario (default: 80, 5 with --quick)",
+    )
+    parser.add_argument(
         "--pgbouncer",
         action="store_true",
         help="also run the read scenario through PgBouncer (transaction mode),"
@@ -754,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     settings = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        if args.rounds < 3:
+            parser.error(f"--rounds must be 3 or more, got {args.rounds}")
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     out_dir = args.out or (HERE / "results" / ("quick" if args.quick else ""))
     workdir = Path(tempfile.mkdtemp(prefix="flask-session-orm-bench-"))
     backends = {"sqlite": f"sqlite:///{workdir / 'bench.db'}"}
