@@ -230,3 +230,35 @@ def test_explicit_pool_pre_ping_pings_every_checkout(
         assert status == 200
         assert new_pid != pid
         assert served.invalidated == []
+
+
+@network
+def test_failed_ping_replaces_every_older_connection(
+    app: flask.Flask, database_url: str
+) -> None:
+    """When an idle connection fails its ping (the server restarted), every
+    connection opened before it is replaced at its next checkout without a
+    ping of its own; the failed ping goes through the engine's handle_error
+    listeners as a pre-ping, as with pool_pre_ping."""
+    with PidApp(app, SESSION_ORM_PING_IDLE_AFTER=0.2) as served:
+        failed_pings: list[bool] = []
+        with app.app_context():
+            engine = served.db.engine
+
+            @sa.event.listens_for(engine, "handle_error")
+            def note(context: sa.engine.ExceptionContext) -> None:
+                failed_pings.append(bool(getattr(context, "is_pre_ping", True)))
+
+            query = "SELECT CONNECTION_ID()"
+            if engine.dialect.name == "postgresql":
+                query = "SELECT pg_backend_pid()"
+            with engine.connect() as first, engine.connect() as second:
+                pids = [int(c.scalar(sa.text(query))) for c in (first, second)]
+            for pid in pids:
+                end_server_session(database_url, pid)
+            time.sleep(0.3)
+            with engine.connect() as first, engine.connect() as second:
+                new = [int(c.scalar(sa.text(query))) for c in (first, second)]
+        assert set(new).isdisjoint(pids)
+        assert served.connects == 4
+        assert failed_pings == [True]
