@@ -116,6 +116,14 @@ def is_running(pid: int) -> bool:
     return True
 
 
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,9 +225,21 @@ class Server:
 
     # -- helpers ----------------------------------------------------------------
 
+    def _owns(self, pid: int) -> bool:
+        """Whether process ``pid`` is this server (it names our data directory)."""
+        return is_running(pid) and self.datadir in _command_line(pid)
+
     def _kill(self, timeout: float = 20) -> None:
-        """Stop the server process by its id: SIGTERM, then SIGKILL."""
+        """Stop the server process by its id: SIGTERM, then SIGKILL.
+
+        Only while the process with that id is still this server (its command
+        line names the data directory): a pid freed by a clean stop may already
+        belong to another program.
+        """
         if not self.pid:
+            return
+        if not self._owns(self.pid):
+            self.pid = 0
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
