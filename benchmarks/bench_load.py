@@ -44,8 +44,9 @@ class Server:
         label: str,
     ) -> None:
         self.port = _free_port()
-        self.log = workdir / f"gunicorn-{label}.log"
-        instance = workdir / f"instance-{label}"
+        safe = re.sub(r"[^\w.-]+", "-", label).strip("-")
+        self.log = workdir / f"gunicorn-{safe}.log"
+        instance = workdir / f"instance-{safe}"
         env = dict(
             os.environ,
             BENCH_VARIANT=variant,

@@ -61,9 +61,12 @@ def opcodes_per_request(call: run.Call, requests: int) -> dict[FunctionKey, floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=sorted(bench_apps.FACTORIES))
+    variants = sorted(bench_apps.FACTORIES) + [
+        v + bench_apps.DEFAULTS for v in bench_apps.DATABASE_VARIANTS
+    ]
+    parser.add_argument("variant", choices=variants)
     parser.add_argument("scenario", choices=bench_apps.SCENARIOS)
-    parser.add_argument("--against", choices=sorted(bench_apps.FACTORIES))
+    parser.add_argument("--against", choices=variants)
     parser.add_argument(
         "--postgres",
         metavar="URL",

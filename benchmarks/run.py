@@ -36,10 +36,10 @@ import sqlalchemy as sa
 import werkzeug.test
 
 HERE = Path(__file__).resolve().parent
-#: The same create_engine options for every variant. flask-session-orm turns
-#: pool_pre_ping on by default for network databases; the peers and the
-#: hand-written app do not, so it is turned off here for everyone, and the cost
-#: of the default is shown by the separate "(pre-ping)" row.
+#: The same create_engine options for every variant of the equal-options rows:
+#: no pre-ping, and no idle ping either (flask-session-orm installs that only
+#: when pool_pre_ping is not given). The "(defaults)" rows give no options, so
+#: each variant runs as its users get it.
 ENGINE_OPTIONS: dict[str, t.Any] = {"pool_pre_ping": False}
 OURS = "flask-session-orm"
 HAND = "hand-written"
@@ -87,7 +87,7 @@ QUICK = Settings(
     server_rounds=1,
     rss_requests=(1_000, 5_000),
     rss_reference=False,
-    server_cells=(("read", "sqlite"),),
+    server_cells=(("read", "sqlite"), ("read", "postgresql")),
     init_repeats=5,
     quick=True,
 )
@@ -239,6 +239,7 @@ def section_inprocess(
         log(f"in-process: {backend}")
         variants = [
             *bench_apps.VARIANTS,
+            *[v + bench_apps.DEFAULTS for v in bench_apps.DATABASE_VARIANTS],
             bench_apps.FSA_COMMIT_VARIANT,
             bench_apps.TEARDOWN_VARIANT,
         ]
@@ -477,6 +478,85 @@ def section_rss(
     return out
 
 
+# -- PgBouncer --------------------------------------------------------------------
+
+#: What psycopg 3 needs behind PgBouncer in transaction mode (PgBouncer before
+#: 1.21 cannot follow prepared statements from one server connection to another).
+NO_PREPARE: dict[str, t.Any] = {"connect_args": {"prepare_threshold": None}}
+#: The cells of the PgBouncer section: label -> (variant factory, through
+#: PgBouncer or direct, engine options).
+PGBOUNCER_CELLS: dict[str, tuple[str, bool, dict[str, t.Any]]] = {
+    HAND: (HAND, True, {**ENGINE_OPTIONS, **NO_PREPARE}),
+    "flask-sqlalchemy": ("flask-sqlalchemy", True, {**ENGINE_OPTIONS, **NO_PREPARE}),
+    OURS: (OURS, True, {**ENGINE_OPTIONS, **NO_PREPARE}),
+    f"{OURS}, its defaults": (OURS, True, NO_PREPARE),
+    f"{OURS}, pool_pre_ping=True": (OURS, True, {"pool_pre_ping": True, **NO_PREPARE}),
+    f"{OURS}, NullPool": (OURS, True, {"poolclass": sa.pool.NullPool, **NO_PREPARE}),
+    f"{HAND}, NullPool": (HAND, True, {"poolclass": sa.pool.NullPool, **NO_PREPARE}),
+    f"{HAND}, direct (no PgBouncer)": (HAND, False, dict(ENGINE_OPTIONS)),
+    f"{OURS}, its defaults, direct (no PgBouncer)": (OURS, False, {}),
+}
+
+
+def start_pgbouncer(url: str, schema: str | None) -> t.Any:
+    """PgBouncer (transaction mode) in front of the server of ``url``, with a
+    database ``bench`` whose server connections use the run's schema.
+    """
+    sys.path.insert(0, str(HERE.parent))
+    from tests.servers import PgBouncer
+
+    parsed = sa.make_url(url)
+    target = (
+        f"host={parsed.host or '127.0.0.1'} port={parsed.port or 5432}"
+        f" dbname={parsed.database or 'postgres'}"
+    )
+    if schema is not None:
+        # Transaction pooling shares server connections between clients, so a
+        # per-client search_path cannot be used; every server connection of
+        # this PgBouncer gets the run's schema when it is opened.
+        target += f" connect_query='SET search_path TO {schema}'"
+    bouncer = PgBouncer(databases={"bench": target}, user=parsed.username or "postgres")
+    bouncer.start()
+    return bouncer
+
+
+def section_pgbouncer(
+    backends: dict[str, str], settings: Settings, workdir: Path
+) -> dict[str, t.Any]:
+    """The read scenario through PgBouncer in transaction mode."""
+    if "postgresql" not in backends:
+        return {}
+    bouncer = PGBOUNCER["server"]
+    bounced = bouncer.url("bench")
+    log(f"pgbouncer {bouncer.version()}: read")
+    method, path = bench_apps.ROUTES["read"]
+    built = {
+        label: bench_apps.FACTORIES[factory](
+            bounced if through else backends["postgresql"],
+            dict(options),
+            str(workdir / "instance"),
+        )
+        for label, (factory, through, options) in PGBOUNCER_CELLS.items()
+    }
+    cells = {
+        f"read|{label}": wsgi_caller(variant.app, method, path)
+        for label, variant in built.items()
+    }
+    try:
+        rounds = measure(cells, settings)
+    finally:
+        for variant in built.values():
+            variant.dispose()
+    return {
+        "version": bouncer.version(),
+        "read": {key.split("|", 1)[1]: values for key, values in rounds.items()},
+    }
+
+
+#: The PgBouncer a run with --pgbouncer started, for section_pgbouncer.
+PGBOUNCER: dict[str, t.Any] = {}
+
+
 # -- gunicorn ---------------------------------------------------------------------
 
 
@@ -490,8 +570,11 @@ def section_server(
         for scenario, backend in settings.server_cells:
             if backend not in backends:
                 continue
-            for v in bench_apps.VARIANTS:
+            defaults = [v + bench_apps.DEFAULTS for v in bench_apps.DATABASE_VARIANTS]
+            for v in [*bench_apps.VARIANTS, *defaults]:
                 if v in (BARE, bench_apps.TEARDOWN_VARIANT) and scenario != "noop":
+                    continue
+                if v in defaults and scenario == "noop":
                     continue
                 label = f"{backend}-{v}"
                 if label not in servers:
@@ -634,6 +717,7 @@ SECTIONS = {
     "init_app": section_init_app,
     "rss": section_rss,
     "server": section_server,
+    "pgbouncer": section_pgbouncer,
 }
 
 
@@ -657,6 +741,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="output directory (default: benchmarks/results)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="in-process rounds per scenario (default: 80, 5 with --quick)",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="also run the read scenario through PgBouncer (transaction mode),"
+        " started on a free loopback port in front of the PostgreSQL server",
+    )
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -664,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     settings = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        if args.rounds < 3:
+            parser.error(f"--rounds must be 3 or more, got {args.rounds}")
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     out_dir = args.out or (HERE / "results" / ("quick" if args.quick else ""))
     workdir = Path(tempfile.mkdtemp(prefix="flask-session-orm-bench-"))
     backends = {"sqlite": f"sqlite:///{workdir / 'bench.db'}"}
@@ -693,13 +793,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for url in backends.values():
             bench_apps.prepare_database(url)
+        if args.pgbouncer and args.postgres:
+            PGBOUNCER["server"] = start_pgbouncer(args.postgres, schema)
         for name, section in SECTIONS.items():
             if args.only and name not in args.only:
+                continue
+            if name == "pgbouncer" and "server" not in PGBOUNCER:
                 continue
             section_start = time.perf_counter()
             results[name] = section(backends, settings, workdir)
             log(f"  {name}: {time.perf_counter() - section_start:.0f} s")
     finally:
+        if "server" in PGBOUNCER:
+            PGBOUNCER.pop("server").cleanup()
         if schema is not None:
             drop_schema(args.postgres, schema)
         shutil.rmtree(workdir, ignore_errors=True)

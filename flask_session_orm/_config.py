@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import re
 import sys
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_ORM_SERVER_TIMING": False,
     "SESSION_ORM_SLOW_QUERY_SECONDS": None,
     "SESSION_ORM_LOG_QUERY_PARAMETERS": False,
+    "SESSION_ORM_PING_IDLE_AFTER": 1.0,
 }
 
 # Session arguments the extension owns: routing and binding are done by the
@@ -104,6 +106,10 @@ class EngineConfig:
     key: str
     url: sa.URL
     options: dict[str, t.Any]
+    #: Ping a pooled connection at checkout when it was idle longer than this
+    #: many seconds; None: the idle ping is not installed (SQLite, an explicit
+    #: ``pool_pre_ping``, or the key set to None or 0).
+    ping_idle_after: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +171,11 @@ def read_config(
     """
     _check_unknown_keys(config)
     echo = _get_bool(config, "SESSION_ORM_ECHO")
+    ping_idle_after = _get_seconds(config, "SESSION_ORM_PING_IDLE_AFTER")
     commit_on_success = _get_bool(config, "SESSION_ORM_COMMIT_ON_SUCCESS")
     common = dict(_check_options("engine_options", engine_defaults or {}))
     common.update(_get_dict(config, "SESSION_ORM_ENGINE_OPTIONS"))
-    engines = _read_engines(config, common, echo, instance_path)
+    engines = _read_engines(config, common, echo, ping_idle_after, instance_path)
     binds = _read_binds(config, engines)
     session_options = _read_session_options(config, session_defaults or {})
     _warn_flask_sqlalchemy_keys(config)
@@ -287,6 +294,24 @@ def _get_bool(config: t.Mapping[str, t.Any], key: str) -> bool:
     return value
 
 
+def _get_seconds(config: t.Mapping[str, t.Any], key: str) -> float | None:
+    value = config.get(key, DEFAULTS[key])
+    if value is None:
+        return None
+    # bool is an int: True would silently mean one second.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Config key {key!r} must be a number of seconds or None, got"
+            f" {_describe(value)}."
+        )
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"Config key {key!r} must be a finite number of seconds, 0 or more,"
+            f" got {value!r}. Use None to never ping, 0 to ping at every checkout."
+        )
+    return float(value)
+
+
 def _get_dict(config: t.Mapping[str, t.Any], key: str) -> dict[str, t.Any]:
     value = config.get(key, DEFAULTS[key])
     if value is None:
@@ -337,6 +362,7 @@ def _read_engines(
     config: t.Mapping[str, t.Any],
     common: dict[str, t.Any],
     echo: bool,
+    ping_idle_after: float | None,
     instance_path: str,
 ) -> dict[str, EngineConfig]:
     raw = config.get("SESSION_ORM_ENGINES", DEFAULTS["SESSION_ORM_ENGINES"])
@@ -390,8 +416,12 @@ def _read_engines(
         merged = {**common, **options}
         if echo:
             merged.setdefault("echo", True)
-        parsed, merged = _apply_backend_defaults(key, parsed, merged, instance_path)
-        engines[name] = EngineConfig(name=name, key=key, url=parsed, options=merged)
+        parsed, merged, idle = _apply_backend_defaults(
+            key, parsed, merged, instance_path, ping_idle_after
+        )
+        engines[name] = EngineConfig(
+            name=name, key=key, url=parsed, options=merged, ping_idle_after=idle
+        )
     return engines
 
 
@@ -404,8 +434,16 @@ def is_sqlite_memory(url: sa.URL) -> bool:
 
 
 def _apply_backend_defaults(
-    key: str, url: sa.URL, options: dict[str, t.Any], instance_path: str
-) -> tuple[sa.URL, dict[str, t.Any]]:
+    key: str,
+    url: sa.URL,
+    options: dict[str, t.Any],
+    instance_path: str,
+    ping_idle_after: float | None,
+) -> tuple[sa.URL, dict[str, t.Any], float | None]:
+    """The URL and options with the backend's defaults, and the idle-ping
+    threshold that applies to the engine (None for none).
+    """
+    idle: float | None = None
     try:
         backend = url.get_backend_name()
     except Exception:
@@ -426,12 +464,20 @@ def _apply_backend_defaults(
     else:
         # A pooled connection may have been closed by the server (restart, idle
         # timeout, failover); checking it at checkout turns that into a fresh
-        # connection instead of a failed request.
-        options.setdefault("pool_pre_ping", True)
+        # connection instead of a failed request. Those deaths happen to idle
+        # connections, so by default only a connection idle for longer than
+        # SESSION_ORM_PING_IDLE_AFTER is checked: a busy app pays no round
+        # trip. An explicit pool_pre_ping, True (always) or False (never),
+        # wins over the key.
+        if "pool_pre_ping" not in options:
+            if ping_idle_after == 0:
+                options["pool_pre_ping"] = True
+            else:
+                idle = ping_idle_after
         if backend in ("mysql", "mariadb"):
             # MySQL closes idle connections after 'wait_timeout' (8 hours).
             options.setdefault("pool_recycle", 3600)
-    return url, options
+    return url, options, idle
 
 
 def _read_binds(

@@ -10,6 +10,7 @@ import flask
 import sqlalchemy as sa
 import sqlalchemy.orm as orm
 
+from . import _ping
 from . import _scope
 from ._binds import Router
 from ._config import Config
@@ -75,6 +76,8 @@ def _create_engine(spec: EngineConfig) -> sa.Engine:
             f" {render_url(spec.url)!r}: {hide_password(f'{type(e).__name__}: {e}')}"
         ) from None
     sa.event.listen(engine, "handle_error", _note_disconnect)
+    if spec.ping_idle_after is not None:
+        _ping.install(engine, spec.ping_idle_after)
     _all_engines.add(engine)
     return engine
 

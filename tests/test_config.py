@@ -225,7 +225,8 @@ def test_sqlite_memory_engines_are_separate(tmp_path: t.Any) -> None:
 
 
 def test_network_databases_pre_ping(tmp_path: t.Any) -> None:
-    """Network databases get pool_pre_ping by default; an explicit option wins."""
+    """Network databases ping connections idle over SESSION_ORM_PING_IDLE_AFTER
+    by default; an explicit pool_pre_ping option wins."""
     app, db = init(
         tmp_path,
         SESSION_ORM_ENGINES={
@@ -233,8 +234,11 @@ def test_network_databases_pre_ping(tmp_path: t.Any) -> None:
             "my": {"url": "mysql+pymysql://u@127.0.0.1:1/x", "pool_pre_ping": False},
         },
     )
+    engines = app.extensions["session_orm"].config.engines
+    assert engines["pg"].ping_idle_after == 1.0
+    assert engines["my"].ping_idle_after is None
     with app.app_context():
-        assert db.get_engine("pg").pool._pre_ping is True  # type: ignore[attr-defined]
+        assert db.get_engine("pg").pool._pre_ping is False  # type: ignore[attr-defined]
         assert db.get_engine("my").pool._pre_ping is False  # type: ignore[attr-defined]
 
 

@@ -199,6 +199,8 @@ def test_settings_sections_are_all_tested() -> None:
             "session-options",
             "commit-on-success",
             "echo",
+            "ping-idle-after",
+            "pgbouncer",
         ]
     )
 
@@ -219,7 +221,9 @@ def test_config_database_url(tmp_path: pathlib.Path) -> None:
     with app.app_context():
         assert db.engine.url.host == "db.internal"
         assert db.engine.url.port == 5432
-        assert db.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+        assert db.engine.pool._pre_ping is False  # type: ignore[attr-defined]
+    engine = app.extensions["session_orm"].config.engines["default"]
+    assert engine.ping_idle_after == 1.0
 
 
 def test_config_database_url_object(tmp_path: pathlib.Path) -> None:
@@ -293,7 +297,7 @@ def test_config_mysql_recycle(tmp_path: pathlib.Path) -> None:
     app, db = init(tmp_path, {"SESSION_ORM_DATABASE_URL": "mysql+pymysql://u@h/d"})
     with app.app_context():
         assert db.engine.pool._recycle == 3600  # type: ignore[attr-defined]
-        assert db.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+    assert app.extensions["session_orm"].config.engines["default"].ping_idle_after
     app, db = init(
         tmp_path,
         {
@@ -304,6 +308,32 @@ def test_config_mysql_recycle(tmp_path: pathlib.Path) -> None:
     with app.app_context():
         assert db.engine.pool._recycle == 600  # type: ignore[attr-defined]
         assert db.engine.pool._pre_ping is False  # type: ignore[attr-defined]
+
+
+def test_config_ping_idle_after(tmp_path: pathlib.Path) -> None:
+    """The threshold reaches network engines; 0 is pool_pre_ping, None no ping."""
+    config = settings("ping-idle-after")
+    config["SESSION_ORM_DATABASE_URL"] = "postgresql+psycopg://shop@db.internal/shop"
+    app, db = init(tmp_path, config)
+    assert app.extensions["session_orm"].config.engines["default"].ping_idle_after == 5
+    for value, pre_ping in ((0, True), (None, False)):
+        config["SESSION_ORM_PING_IDLE_AFTER"] = value
+        app, db = init(tmp_path, config)
+        engine = app.extensions["session_orm"].config.engines["default"]
+        assert engine.ping_idle_after is None
+        with app.app_context():
+            assert db.engine.pool._pre_ping is pre_ping  # type: ignore[attr-defined]
+
+
+def test_config_pgbouncer(tmp_path: pathlib.Path) -> None:
+    """The PgBouncer settings turn psycopg's prepared statements off and keep
+    the idle ping (tests/test_pgbouncer.py runs them through a real PgBouncer).
+    """
+    app, _ = init(tmp_path, settings("pgbouncer"))
+    engine = app.extensions["session_orm"].config.engines["default"]
+    assert engine.options["connect_args"] == {"prepare_threshold": None}
+    assert engine.ping_idle_after == 1.0
+    assert engine.url.port == 6432
 
 
 def test_config_binds(tmp_path: pathlib.Path) -> None:

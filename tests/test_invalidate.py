@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 import flask
@@ -12,6 +13,7 @@ import sqlalchemy.orm as orm
 
 from flask_session_orm import SessionORM
 from flask_session_orm import signals
+from flask_session_orm._config import DEFAULTS
 
 from .conftest import Item
 from .conftest import checked_out
@@ -403,9 +405,10 @@ def test_pre_ping_replaces_a_connection_lost_while_idle(
     pool_log: PoolLog,
     sent: list[tuple[str, orm.Session]],
 ) -> None:
-    """With pre-ping (on by default for network databases) a pooled connection
-    that the server ended while it was idle is replaced at checkout: the request
-    works, and its session is not invalidated, since it never saw the dead one.
+    """With the idle ping (on by default for network databases) a pooled
+    connection that the server ended while it sat idle for longer than
+    SESSION_ORM_PING_IDLE_AFTER is replaced at checkout: the request works, and
+    its session is not invalidated, since it never saw the dead one.
     """
 
     @app.get("/fails-validation")
@@ -417,6 +420,7 @@ def test_pre_ping_replaces_a_connection_lost_while_idle(
     client = app.test_client()
     assert client.get("/works").status_code == 200
     end_server_session(database_url, lost["pids"][0])
+    time.sleep(DEFAULTS["SESSION_ORM_PING_IDLE_AFTER"] + 0.1)
     pool_log.clear()
     sent.clear()
     assert client.get("/fails-validation").status_code == 422

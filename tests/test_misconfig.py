@@ -363,6 +363,22 @@ CASES = [
         SESSION_ORM_ECHO=None,
     ),
     config_case(
+        "ping-idle-after-not-a-number",
+        TypeError,
+        r"'SESSION_ORM_PING_IDLE_AFTER' must be a number of seconds or None, got"
+        r" True",
+        SESSION_ORM_DATABASE_URL=PG,
+        SESSION_ORM_PING_IDLE_AFTER=True,
+    ),
+    config_case(
+        "ping-idle-after-negative",
+        ValueError,
+        r"'SESSION_ORM_PING_IDLE_AFTER' must be a finite number of seconds, 0 or"
+        r" more, got -2",
+        SESSION_ORM_DATABASE_URL=PG,
+        SESSION_ORM_PING_IDLE_AFTER=-2,
+    ),
+    config_case(
         "unknown-key",
         KeyError,
         r"'SESSION_ORM_ENGINE'.*Did you mean 'SESSION_ORM_ENGINES'",

@@ -41,6 +41,20 @@ SESSION_ORM_ENGINES = {
 SESSION_ORM_ENGINE_OPTIONS = {"pool_size": 10, "max_overflow": 5, "pool_timeout": 5}
 # [end engine-options]
 
+# [ping-idle-after]
+SESSION_ORM_PING_IDLE_AFTER = 5.0  # ping connections idle for over 5 seconds
+# [end ping-idle-after]
+
+# [pgbouncer]
+# PgBouncer in transaction pooling mode, psycopg 3.
+SESSION_ORM_DATABASE_URL = "postgresql+psycopg://shop@pgbouncer.internal:6432/shop"
+SESSION_ORM_ENGINE_OPTIONS = {
+    # Server connections change between transactions: a statement psycopg
+    # prepared on one is missing on the next (PgBouncer before 1.21).
+    "connect_args": {"prepare_threshold": None},
+}
+# [end pgbouncer]
+
 # [binds]
 SESSION_ORM_BINDS = {
     "shop.models:AuditEntry": "audit",  # one model

@@ -14,6 +14,11 @@ gunicorn, so the database URL (and its password) never appears on a command line
     Where each worker writes its pool counters when it exits.
 ``RELIABILITY_TABLE``
     The table name (prefixed ``rel_``).
+``RELIABILITY_NO_PREPARE``
+    Optional: ``1`` sets psycopg's ``prepare_threshold=None`` (PgBouncer).
+``RELIABILITY_PING_IDLE_AFTER``
+    Optional: ``SESSION_ORM_PING_IDLE_AFTER`` in seconds, or ``none``; unset,
+    the extension's default applies.
 
 Each view uses one client-chosen key, so the test can check afterwards which
 requests left a row behind.
@@ -98,6 +103,17 @@ def create_app() -> flask.Flask:
             },
         },
     )
+    ping = os.environ.get("RELIABILITY_PING_IDLE_AFTER")
+    if ping is not None:
+        # For comparisons: "none" (never ping), "0" (every checkout), seconds.
+        app.config["SESSION_ORM_PING_IDLE_AFTER"] = (
+            None if ping == "none" else float(ping)
+        )
+    if os.environ.get("RELIABILITY_NO_PREPARE") == "1":
+        # Behind PgBouncer in transaction mode (see the docs' "Connection
+        # poolers"): psycopg must not prepare statements.
+        options = app.config["SESSION_ORM_ENGINE_OPTIONS"]
+        options["connect_args"]["prepare_threshold"] = None
     db = SessionORM(app)
     _apps.append((app, db))
 

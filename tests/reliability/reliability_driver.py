@@ -462,8 +462,12 @@ class Faults(threading.Thread):
         interval: float = 2.0,
         restart_at: float | None = None,
         progress: t.Callable[[], float] = lambda: 0.0,
+        restart_server: t.Callable[[], None] | None = None,
     ) -> None:
         super().__init__(daemon=True)
+        #: How to restart the server; None: the machine's cluster, with
+        #: pg_ctlcluster (the long run on a dedicated machine).
+        self.restart_server = restart_server
         self.url = url
         self.app_name = app_name
         self.interval = interval
@@ -511,11 +515,16 @@ class Faults(threading.Thread):
     def _restart(self) -> None:
         restart = Restart(start=time.monotonic())
         self.restart = restart
-        process = subprocess.Popen(
-            restart_postgres_command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        if self.restart_server is not None:
+            process: _Restarter | subprocess.Popen[bytes] = _Restarter(
+                self.restart_server
+            )
+        else:
+            process = subprocess.Popen(
+                restart_postgres_command(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         deadline = restart.start + 120
         while time.monotonic() < deadline:
             up = _can_connect(self.url)
@@ -535,6 +544,35 @@ class Faults(threading.Thread):
         except subprocess.TimeoutExpired:
             process.kill()
             restart.returncode = process.wait()
+
+
+class _Restarter(threading.Thread):
+    """Runs a restart function in a thread, with Popen's poll/wait/kill."""
+
+    def __init__(self, restart: t.Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._restart = restart
+        self.returncode: int | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._restart()
+            self.returncode = 0
+        except Exception:
+            self.returncode = 1
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.join(timeout)
+        if self.is_alive():
+            raise subprocess.TimeoutExpired("restart", timeout or 0)
+        return self.returncode if self.returncode is not None else 1
+
+    def kill(self) -> None:
+        pass
 
 
 def _can_connect(url: str) -> bool:

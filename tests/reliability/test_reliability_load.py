@@ -10,6 +10,7 @@ runs by default; ``--long`` (or ``RELIABILITY_LONG=1``) runs the full one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing as t
 import uuid
@@ -29,6 +30,11 @@ from reliability_driver import ensure_postgres_running
 from reliability_driver import fork_violations
 from reliability_driver import stored_keys
 from reliability_driver import with_password
+
+from tests.servers import PgBouncer
+from tests.servers import PostgresServer
+from tests.servers import ServerUnavailable
+from tests.servers import start_or_skip
 
 #: Trust authentication accepts any password: one is set so that a leak shows.
 PASSWORD = "rel-Secret-pw-7781"
@@ -89,12 +95,20 @@ def run(
     postgres_url: str,
     workdir: str,
     extra_env: t.Mapping[str, str] | None = None,
+    restart_server: t.Callable[[], None] | None = None,
+    app_url: str | None = None,
+    allowed_logged: tuple[str, ...] = DISCONNECT_ERRORS,
 ) -> Summary:
-    """Serve, load, inject the plan's faults, stop, and check the invariants."""
+    """Serve, load, inject the plan's faults, stop, and check the invariants.
+
+    ``app_url``: the URL the app uses, when it is not ``postgres_url`` (a
+    pooler in front of it); the test always watches and kills through
+    ``postgres_url``.
+    """
     run_id = f"{re.sub(r'[^a-z]+', '-', name.lower())[:20]}-{uuid.uuid4().hex[:8]}"
     app_name = f"rel_app_{run_id}"
     server = Server(
-        database_url=with_password(postgres_url, PASSWORD),
+        database_url=with_password(app_url or postgres_url, PASSWORD),
         app_name=app_name,
         table=TABLE,
         workdir=workdir,
@@ -122,6 +136,7 @@ def run(
                 interval=plan.kill_interval,
                 restart_at=plan.restart_at,
                 progress=lambda: load.done / plan.requests,
+                restart_server=restart_server,
             )
             faults.start()
         try:
@@ -167,7 +182,7 @@ def run(
         connection_limit=server.connection_limit,
         checked_out_at_end=live_checked_out + sum(r["checkedout"] for r in reports),
         log=log,
-        allowed_logged=DISCONNECT_ERRORS if faults is not None else (),
+        allowed_logged=allowed_logged if faults is not None else (),
     )
     summary.violations += extra
     SUMMARIES.append(summary.table())
@@ -232,3 +247,90 @@ def test_fork_check_detects_a_shared_connection(
     assert any("its master opened before forking" in v for v in summary.violations), (
         summary.table()
     )
+
+
+#: The kills of the short "faults" run plus one restart, halfway; run on a
+#: throw-away cluster, so it is part of the default run.
+RESTART = Plan(
+    requests=3000,
+    concurrency=32,
+    workers=2,
+    deadline=60,
+    kill_interval=2.0,
+    restart_at=0.5,
+)
+
+
+@pytest.fixture
+def own_postgres() -> t.Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster with the app's table (never the
+    machine's: this one is restarted)."""
+    server = start_or_skip(PostgresServer)
+    try:
+        engine = sa.create_engine(server.url, poolclass=sa.NullPool)
+        reliability_app.Base.metadata.create_all(engine)
+        engine.dispose()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_restart_under_load_recovers_within_a_second(
+    own_postgres: PostgresServer, long_run: bool, tmp_path: t.Any
+) -> None:
+    """With backends killed every 2 seconds and the (throw-away) PostgreSQL
+    cluster restarted halfway, only requests in flight or in the restart
+    window fail, the app serves again within a second of PostgreSQL being
+    back, and the stored data matches the responses."""
+    plan = LONG["faults"] if long_run else RESTART
+    summary = run(
+        "faults + restart (throw-away cluster)",
+        plan,
+        own_postgres.url,
+        str(tmp_path),
+        restart_server=own_postgres.restart,
+    )
+    assert summary.violations == [], summary.table()
+    assert summary.recovery_seconds is not None, summary.table()
+
+
+@pytest.fixture
+def pgbouncer(postgres_url: str) -> t.Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the test's PostgreSQL."""
+    url = sa.make_url(postgres_url)
+    try:
+        bouncer = PgBouncer(
+            server_host=url.host or "127.0.0.1", server_port=url.port or 5432
+        )
+    except ServerUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"{e} (CI is set: .ci/run must install it)")
+        pytest.skip(str(e))
+    with bouncer:
+        yield bouncer
+
+
+def test_killed_backends_behind_pgbouncer(
+    postgres_url: str, table: str, pgbouncer: PgBouncer, tmp_path: t.Any
+) -> None:
+    """Through PgBouncer in transaction mode (psycopg with
+    prepare_threshold=None), with the server backends terminated every 2
+    seconds, only requests in flight fail and the stored data matches the
+    responses."""
+    database = sa.make_url(postgres_url).database or "postgres"
+    summary = run(
+        "faults through PgBouncer (transaction mode)",
+        SHORT["faults"],
+        postgres_url,
+        str(tmp_path),
+        app_url=pgbouncer.url(database),
+        extra_env={"RELIABILITY_NO_PREPARE": "1"},
+        # When PgBouncer's server connection dies during a command, psycopg
+        # reports PgBouncer's error with the server's as "received 2 results
+        # from command 'BEGIN'", an InternalError that SQLAlchemy does not
+        # take for a disconnect; PgBouncer closes the client connection, and
+        # its next use is one.
+        allowed_logged=(*DISCONNECT_ERRORS, "sqlalchemy.exc.InternalError"),
+    )
+    assert summary.violations == [], summary.table()
+    assert summary.backends_terminated > 0, summary.table()
