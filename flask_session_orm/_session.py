@@ -126,7 +126,12 @@ class Session(orm.Session):
         """
         seen: set[int] = set()
         for connection in connections:
-            if id(connection) in seen or connection.closed:
+            # A replica's read-only transaction may have been ended already.
+            if (
+                id(connection) in seen
+                or connection.closed
+                or not connection.in_transaction()
+            ):
                 continue
             seen.add(id(connection))
             # sqlite3 refuses COMMIT outside a transaction and says whether one
