@@ -237,8 +237,9 @@ class ReplicaSession(Session):
         if connections:
             # Keep reading from the replica this transaction already uses.
             for replica in replicas.replicas:
-                if replica.engine in connections:
-                    return replica.engine
+                connection = connections.get(replica.engine)
+                if connection is not None:
+                    return connection
         return self._checkout(route, replicas, target)
 
     def _use_primary(self, route: Route, name: str, target: Bind) -> Bind:
@@ -247,14 +248,21 @@ class ReplicaSession(Session):
         return target
 
     def _checkout(self, route: Route, replicas: Replicas, primary: Bind) -> Bind:
-        """Check out a qualifying replica's connection, or use the primary."""
+        """Check out a qualifying replica's connection, or use the primary.
+
+        The connection is the session's for the rest of the transaction, but
+        the session joins it without committing it (it only reads): ending it
+        is this class's job, when the session's transaction ends. So a replica
+        that went away after the reads cannot fail the commit of what the
+        request wrote on the primary.
+        """
         config = t.cast("ReplicaConfig", self._orm_state.config.replicas)
         lsn = route.pins.get(replicas.name)
         for replica in replicas.candidates(config, lsn):
             scope = _scope.peek()
             disconnected = scope.disconnected if scope is not None else False
             try:
-                connection = orm.Session.connection(self, {"bind": replica.engine})
+                connection = replica.engine.connect()
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as e:
                 # Nothing ran on it: the request is not affected by the failure
                 # (SQLAlchemy's disconnect handling would otherwise mark it).
@@ -262,10 +270,14 @@ class ReplicaSession(Session):
                     scope.disconnected = disconnected
                 replica.fail(config, e)
                 continue
+            # Begun here, so that the session joins this transaction instead of
+            # taking it over: with join_transaction_mode "conditional_savepoint"
+            # (the default) or "rollback_only", it never commits it.
+            connection.begin()
             if self._orm_replica_connections is None:
                 self._orm_replica_connections = {}
             self._orm_replica_connections[replica.engine] = connection
-            return replica.engine
+            return connection
         return self._use_primary(route, replicas.name, primary)
 
     def _route(self) -> Route:
@@ -325,37 +337,22 @@ class ReplicaSession(Session):
         self._mark_write()
         super().bulk_update_mappings(*args, **kwargs)
 
-    def commit(self) -> None:
-        self._release_replicas()
-        super().commit()
-
-    def _release_replicas(self) -> None:
-        """End the replicas' read-only transactions before the commit.
-
-        They only read, so ending them early changes nothing; and a replica that
-        went away after the request's reads cannot fail the commit of what the
-        request wrote on the primary.
-        """
+    def _close_replicas(self) -> None:
+        """Give the replicas' connections back to their pools; never raises."""
         connections = self._orm_replica_connections
         if not connections:
             return
-        scope = _scope.peek()
-        disconnected = scope.disconnected if scope is not None else False
+        self._orm_replica_connections = None
         for connection in connections.values():
-            transaction = connection.get_transaction()
-            if transaction is None or not transaction.is_active:
-                continue
             try:
-                transaction.rollback()
+                connection.close()
             except Exception as e:
                 logger.warning(
-                    "Ending the read-only transaction on a replica failed: %s",
+                    "Closing a connection to a read replica failed: %s",
                     _one_line(e),
                 )
                 with contextlib.suppress(Exception):
                     connection.invalidate()
-        if scope is not None:
-            scope.disconnected = disconnected
 
 
 @sa.event.listens_for(ReplicaSession, "before_flush")
@@ -378,7 +375,7 @@ def _after_transaction_end(
 ) -> None:
     if transaction.parent is not None:
         return
-    session._orm_replica_connections = None
+    session._close_replicas()
     session._orm_own_route = None
     if session._orm_isolation is None:
         # The request's route outlives its transactions: only what concerns

@@ -112,7 +112,11 @@ class Session(orm.Session):
                 # order), each under two keys: the connection and its engine.
                 entries = getattr(transaction, "_connections", None)
                 if entries is not None and len(entries) > 2:
-                    self._commit_in_order([entry[0] for entry in entries.values()])
+                    # Only those the session commits (a replica's read-only
+                    # connection is joined without committing it).
+                    self._commit_in_order(
+                        [entry[0] for entry in entries.values() if entry[2]]
+                    )
         super().commit()
 
     def _commit_in_order(self, connections: list[sa.Connection]) -> None:
