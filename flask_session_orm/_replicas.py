@@ -223,11 +223,15 @@ class ReplicaSession(Session):
         state = self._orm_state
         name = state.engine_names.get(t.cast(sa.Engine, target))
         replicas = state.replicas.get(name) if name is not None else None
-        if replicas is None or clause is None:
-            # Not replicated; or a question about a model's engine, or a flush
-            # or bulk operation (marked as a write before it gets here).
+        if replicas is None:
             return target
         route = self._route()
+        if clause is None:
+            # A flush, a bulk operation or session.connection(), marked as a
+            # write before they get here; or a question about a model's engine.
+            if route.wrote:
+                route.used.add(t.cast(str, name))
+            return target
         if route.primary or _writes(clause):
             return self._use_primary(route, t.cast(str, name), target)
         mode = forced.get()
