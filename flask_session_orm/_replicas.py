@@ -284,6 +284,48 @@ class ReplicaSession(Session):
             return connection
         return self._use_primary(route, replicas.name, primary)
 
+    def _execute_internal(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        # Session.execute(), scalar(), scalars(), get() and the ORM's loads all
+        # run here (SQLAlchemy 2.0 and 2.1). A read that fails because its
+        # replica went away (the connection is invalidated) is run again, on
+        # the next replica or the primary: the client gets its answer, not an
+        # error. What fails on the primary is raised as usual.
+        scope = _scope.peek()
+        disconnected = scope.disconnected if scope is not None else False
+        try:
+            return super()._execute_internal(*args, **kwargs)
+        except sa.exc.DBAPIError as e:
+            if not self._drop_lost_replicas(e):
+                raise
+            if scope is not None:
+                scope.disconnected = disconnected
+        return super()._execute_internal(*args, **kwargs)
+
+    def _drop_lost_replicas(self, error: BaseException) -> bool:
+        """Stop using the replica connections that were lost; whether any was."""
+        connections = self._orm_replica_connections
+        if not connections:
+            return False
+        lost = [c for c in connections.items() if c[1].invalidated]
+        if not lost:
+            return False
+        config = t.cast("ReplicaConfig", self._orm_state.config.replicas)
+        for engine, connection in lost:
+            del connections[engine]
+            self._orm_lost_connections.append(connection)
+            for replicas in self._orm_state.replicas.values():
+                for replica in replicas.replicas:
+                    if replica.engine is engine:
+                        replica.fail(config, error)
+        return True
+
+    @property
+    def _orm_lost_connections(self) -> list[sa.Connection]:
+        lost: list[sa.Connection] | None = self.__dict__.get("_orm_lost")
+        if lost is None:
+            lost = self.__dict__["_orm_lost"] = []
+        return lost
+
     def _route(self) -> Route:
         """The route of the current request, if this is its session, else
         this session's own.
@@ -343,11 +385,12 @@ class ReplicaSession(Session):
 
     def _close_replicas(self) -> None:
         """Give the replicas' connections back to their pools; never raises."""
-        connections = self._orm_replica_connections
+        connections = list((self._orm_replica_connections or {}).values())
+        connections += self.__dict__.pop("_orm_lost", ())
         if not connections:
             return
         self._orm_replica_connections = None
-        for connection in connections.values():
+        for connection in connections:
             try:
                 connection.close()
             except Exception as e:
