@@ -206,6 +206,8 @@ class ReplicaSession(Session):
 
     #: The route of a session outside requests; reset with its transaction.
     _orm_own_route: Route | None = None
+    #: (request context, its route) of the last lookup.
+    _orm_route_cache: tuple[object, Route] | None = None
     #: Replica engine -> its connection in the current transaction.
     _orm_replica_connections: dict[sa.Engine, sa.Connection] | None = None
 
@@ -290,15 +292,15 @@ class ReplicaSession(Session):
         # replica went away (the connection is invalidated) is run again, on
         # the next replica or the primary: the client gets its answer, not an
         # error. What fails on the primary is raised as usual.
-        scope = _scope.peek()
-        disconnected = scope.disconnected if scope is not None else False
         try:
             return super()._execute_internal(*args, **kwargs)
         except sa.exc.DBAPIError as e:
             if not self._drop_lost_replicas(e):
                 raise
+            # The lost connection was the replica's, not one the request keeps.
+            scope = _scope.peek()
             if scope is not None:
-                scope.disconnected = disconnected
+                scope.disconnected = False
         return super()._execute_internal(*args, **kwargs)
 
     def _drop_lost_replicas(self, error: BaseException) -> bool:
@@ -330,8 +332,13 @@ class ReplicaSession(Session):
         """The route of the current request, if this is its session, else
         this session's own.
         """
-        app_ctx = _cv_app.get(None)
         request_ctx = _cv_request.get(None)
+        cached = self._orm_route_cache
+        if cached is not None and cached[0] is request_ctx:
+            # A session belongs to one scope for its life: the same request
+            # context means the same answer.
+            return cached[1]
+        app_ctx = _cv_app.get(None)
         if app_ctx is not None and request_ctx is not None:
             attributes = app_ctx.g.__dict__
             scope = attributes.get(_scope.REQUEST_KEY)
@@ -344,6 +351,7 @@ class ReplicaSession(Session):
                 route: Route | None = environ.get(ROUTE_KEY)
                 if route is None:
                     route = environ[ROUTE_KEY] = _request_route(self._orm_state)
+                self._orm_route_cache = (request_ctx, route)
                 return route
         route = self._orm_own_route
         if route is None:
@@ -486,7 +494,11 @@ def _serializer(state: AppState) -> itsdangerous.URLSafeTimedSerializer | None:
 
 
 def _read_cookie(state: AppState, config: ReplicaConfig) -> dict[str, int]:
-    value = flask.request.cookies.get(config.cookie)
+    request = flask.request
+    # Most requests carry no such cookie: skip parsing the header then.
+    if config.cookie not in request.environ.get("HTTP_COOKIE", ""):
+        return {}
+    value = request.cookies.get(config.cookie)
     if not value:
         return {}
     serializer = _serializer(state)
