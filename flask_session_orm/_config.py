@@ -219,7 +219,7 @@ def read_config(
         session_options=session_options,
         commit_on_success=commit_on_success,
         recording=_read_recording(config),
-        replicas=_read_replicas(config, engines, common, echo, instance_path),
+        replicas=_read_replicas(config, engines, echo, instance_path),
     )
 
 
@@ -603,7 +603,6 @@ def _read_session_options(
 def _read_replicas(
     config: t.Mapping[str, t.Any],
     engines: t.Mapping[str, EngineConfig],
-    common: t.Mapping[str, t.Any],
     echo: bool,
     instance_path: str,
 ) -> ReplicaConfig | None:
