@@ -461,3 +461,33 @@ def test_replica_engine_error_hides_the_password() -> None:
     with pytest.raises(ValueError, match=r"REPLICAS\['default'\]\[0\]") as info:
         SessionORM(app)
     assert "secret" not in str(info.value)
+
+
+class Audit(Base):
+    __tablename__ = "orm_replica_audit"
+    __bind_key__ = "audit"
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    text: orm.Mapped[str] = orm.mapped_column(sa.String(50))
+
+
+def test_several_engines(urls: tuple[str, str], tmp_path: t.Any) -> None:
+    """With two engines, one of them replicated, a request that read from the
+    replica and then wrote to both commits both, in order; the replica's
+    read-only connection is not part of the commit."""
+    audit = f"sqlite:///{tmp_path}/audit.db"
+    make_database(audit, "audit")
+    app, db = make_app(urls, SESSION_ORM_ENGINES={"audit": audit}, SESSION_ORM_BINDS={})
+
+    @app.get("/both")
+    def both() -> str:
+        where = t.cast(str, db.session.scalar(WHERE))
+        db.session.add(Audit(text=where))
+        db.session.flush()
+        db.session.add(Note(text=where))
+        return where
+
+    assert app.test_client().get("/both").text == "replica"
+    with app.app_context():
+        assert db.session.scalars(sa.select(Note.text)).all() == ["replica"]
+        assert db.session.scalars(sa.select(Audit.text)).all() == ["replica"]
