@@ -78,10 +78,14 @@ forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _LOCKING_SQL = re.compile(
     r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.IGNORECASE
 )
+# The replay position of a standby. A server that is not in recovery (a
+# logical replica, a promoted standby, the primary itself in a test) has WAL
+# positions of its own, which say nothing about the primary's: None, so that a
+# client pinned to a position never reads there.
 _STATUS_SQL = (
     "SELECT pg_is_in_recovery(),"
     " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-    " ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint,"
+    " END - '0/0'::pg_lsn)::bigint,"
     " CASE WHEN NOT pg_is_in_recovery()"
     " OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
     " ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())"

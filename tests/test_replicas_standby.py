@@ -305,6 +305,36 @@ def test_replica_connection_lost_mid_request(
     assert client.get("/who").json == {"standby": True}
 
 
+def test_server_not_in_recovery_never_serves_pinned_clients(pair: Pair) -> None:
+    """A "replica" that is not a standby (here the primary itself) has WAL
+    positions of its own, not comparable with the primary's: it serves the
+    clients without a cookie only."""
+    app, db = make_app(pair, SESSION_ORM_REPLICAS={"default": [pair.primary.url]})
+    with app.app_context():
+        db.drop_all(Base)
+        db.create_all(Base)
+        (replica,) = db.replica_engines["default"]
+    reads: list[str] = []
+
+    @sa.event.listens_for(replica, "before_cursor_execute")
+    def note(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "replica_entry" in statement:
+            reads.append(statement)
+
+    try:
+        writer = app.test_client()
+        writer.post("/entries", data={"key": "own", "owner": "w"})
+        assert writer.get("/entries/own").status_code == 200
+        assert reads == []
+        assert app.test_client().get("/entries/own").status_code == 200
+        assert len(reads) == 1
+    finally:
+        with app.app_context():
+            db.drop_all(Base)
+            for engine in (*db.engines.values(), replica):
+                engine.dispose()
+
+
 def test_load_read_heavy_mix(pair: Pair) -> None:
     """Under a threaded server, a read-heavy mix sends the reads of clients
     that did not just write to the standby, so the primary runs fewer
