@@ -268,7 +268,12 @@ class ReplicaSession(Session):
         """
         config = t.cast("ReplicaConfig", self._orm_state.config.replicas)
         lsn = route.pins.get(replicas.name)
+        lost = self.__dict__.get("_orm_lost", ())
         for replica in replicas.candidates(config, lsn):
+            if any(connection.engine is replica.engine for connection in lost):
+                # Its lost connection still belongs to this transaction, which
+                # can hold one connection per engine.
+                continue
             scope = _scope.peek()
             disconnected = scope.disconnected if scope is not None else False
             try:
