@@ -246,19 +246,33 @@ def test_context_managers(app_db: tuple[flask.Flask, SessionORM]) -> None:
             seen.append(db.session.scalar(WHERE))
         return "ok"
 
+    @app.get("/decorated")
+    @db.primary()
+    def decorated() -> str:
+        return t.cast(str, db.session.scalar(WHERE))
+
     client = app.test_client()
     client.get("/primary-block")
     client.post("/replica-block")
     assert seen == ["primary", "primary", "replica", "primary"]
+    assert client.get("/decorated").text == "primary"
 
 
 def test_outside_requests(app_db: tuple[flask.Flask, SessionORM]) -> None:
-    """Outside requests the primary is used, unless inside db.replica()."""
+    """Outside requests the primary is used, unless inside db.replica(), where
+    a write still sends the rest of the transaction to the primary."""
     app, db = app_db
     with app.app_context():
         assert db.session.scalar(WHERE) == "primary"
         db.session.commit()
         with db.replica():
+            assert db.session.scalar(WHERE) == "replica"
+            db.session.add(Note(text="job"))
+            assert db.session.scalar(sa.select(sa.func.count(Note.id))) == 1
+            assert db.session.scalar(WHERE) == "primary"
+        db.session.commit()
+        with db.replica():
+            # A new transaction may read from the replica again.
             assert db.session.scalar(WHERE) == "replica"
         db.session.rollback()
         with db.sessionmaker() as session:
@@ -284,6 +298,7 @@ def test_own_writes_pin_the_client_to_the_primary(
     assert response.status_code == 201
     cookie = client.get_cookie("session_orm_rw")
     assert cookie is not None and cookie.http_only
+    assert len(cookie.value) < 80
     assert client.get("/where").text == "primary"
     assert app.test_client().get("/where").text == "replica"
     forged = app.test_client()
