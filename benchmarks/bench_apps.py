@@ -48,6 +48,9 @@ FSA_COMMIT_VARIANT = "flask-sqlalchemy (commit reads)"
 #: Flask alone with one empty teardown_request function: what Flask charges
 #: every request for calling a teardown function, whatever it does.
 TEARDOWN_VARIANT = "flask-only (one teardown)"
+#: flask-session-orm with one read replica (the same database, as a second
+#: engine): what the routing costs a request that reads from the replica.
+REPLICA_VARIANT = "flask-session-orm (one replica)"
 SCENARIOS = ("noop", "read", "write", "read-many")
 #: The method and path of each scenario.
 ROUTES = {
@@ -268,6 +271,29 @@ def flask_session_orm_pre_ping(
     return flask_session_orm(url, {**options, "pool_pre_ping": True}, instance_path)
 
 
+def flask_session_orm_replica(
+    url: str, options: dict[str, t.Any], instance_path: str
+) -> Variant:
+    """flask-session-orm reading from a replica: the same database, so that
+    only the routing differs.
+    """
+    from flask_session_orm import SessionORM
+
+    app = _flask(instance_path)
+    app.config.update(
+        SESSION_ORM_DATABASE_URL=url,
+        SESSION_ORM_ENGINE_OPTIONS=options,
+        SESSION_ORM_REPLICAS={"default": [url]},
+    )
+    db = SessionORM(app)
+    add_views(app, lambda: db.session, explicit_commit=False)
+
+    def engines() -> t.Iterable[sa.Engine]:
+        return [*db.engines.values(), *db.replica_engines["default"]]
+
+    return Variant(app, engines)
+
+
 FACTORIES: dict[str, t.Callable[[str, dict[str, t.Any], str], Variant]] = {
     "flask-only": flask_only,
     "hand-written": hand_written,
@@ -277,6 +303,7 @@ FACTORIES: dict[str, t.Callable[[str, dict[str, t.Any], str], Variant]] = {
     PRE_PING_VARIANT: flask_session_orm_pre_ping,
     FSA_COMMIT_VARIANT: flask_sqlalchemy_commit_reads,
     TEARDOWN_VARIANT: flask_one_teardown,
+    REPLICA_VARIANT: flask_session_orm_replica,
 }
 
 

@@ -44,6 +44,14 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_ORM_RETRY_BACKOFF": 0.02,
     "SESSION_ORM_RETRY_BACKOFF_MAX": 1.0,
     "SESSION_ORM_PING_IDLE_AFTER": 1.0,
+    # Read replicas (_replicas.py).
+    "SESSION_ORM_REPLICAS": {},
+    "SESSION_ORM_REPLICA_METHODS": ("GET", "HEAD", "OPTIONS"),
+    "SESSION_ORM_REPLICA_STICKY_SECONDS": 10.0,
+    "SESSION_ORM_REPLICA_MAX_LAG_SECONDS": 10.0,
+    "SESSION_ORM_REPLICA_CHECK_SECONDS": 0.05,
+    "SESSION_ORM_REPLICA_RETRY_SECONDS": 5.0,
+    "SESSION_ORM_REPLICA_COOKIE": "session_orm_rw",
 }
 
 # Session arguments the extension owns: routing and binding are done by the
@@ -113,6 +121,9 @@ class EngineConfig:
     #: many seconds; None: the idle ping is not installed (SQLite, an explicit
     #: ``pool_pre_ping``, or the key set to None or 0).
     ping_idle_after: float | None = None
+    #: The options as configured, before the backend's defaults: what a
+    #: replica of this engine inherits.
+    configured: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +149,27 @@ class RecordingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplicaConfig:
+    """Where reads may go, and when."""
+
+    #: Primary engine name -> the replicas' engine configs, in config order.
+    engines: dict[str, tuple[EngineConfig, ...]]
+    #: Request methods whose reads may start on a replica (upper case).
+    methods: frozenset[str]
+    #: How long a client's committed writes pin its reads to the primary: on
+    #: PostgreSQL until a replica has replayed them or this much time passed.
+    sticky_seconds: float
+    #: Skip a replica that is this many seconds behind; None: never skip for lag.
+    max_lag_seconds: float | None
+    #: How long a replica's replay position and lag are cached.
+    check_seconds: float
+    #: How long a replica that failed is skipped before it is tried again.
+    retry_seconds: float
+    #: The name of the cookie that carries a client's write positions.
+    cookie: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The validated configuration of one app."""
 
@@ -152,6 +184,8 @@ class Config:
     retry_backoff: float = 0.02
     #: The longest backoff in seconds.
     retry_backoff_max: float = 1.0
+    #: None when no replica is configured.
+    replicas: ReplicaConfig | None = None
 
 
 def hide_password(text: str) -> str:
@@ -215,6 +249,7 @@ def read_config(
         retry_attempts=retry_attempts,
         retry_backoff=retry_backoff,
         retry_backoff_max=retry_backoff_max,
+        replicas=_read_replicas(config, engines, echo, instance_path),
     )
 
 
@@ -338,7 +373,7 @@ def check_attempts(what: str, value: t.Any) -> int:
 
 def _get_seconds(config: t.Mapping[str, t.Any], key: str) -> float:
     if config.get(key, DEFAULTS[key]) is None:
-        raise TypeError(f"Config key {key!r} must be a number of seconds, got None.")
+        raise TypeError(f"Config key {key!r} must be a number of seconds, not None.")
     return t.cast(float, _get_optional_seconds(config, key))
 
 
@@ -408,6 +443,43 @@ def _parse_url(key: str, value: t.Any) -> sa.URL:
     )
 
 
+def _engine_config(
+    name: str,
+    key: str,
+    value: t.Any,
+    common: t.Mapping[str, t.Any],
+    echo: bool,
+    ping_idle_after: float | None,
+    instance_path: str,
+) -> EngineConfig:
+    """One engine's config from a URL string, a URL, or ``{"url": ..., **options}``."""
+    options: dict[str, t.Any] = {}
+    if isinstance(value, t.Mapping):
+        options = _check_options(key, value)
+        if "url" not in options:
+            raise ValueError(
+                f"Config key {key!r} is a dict without a 'url' entry: give the"
+                " engine's URL as {'url': ..., **create_engine options}."
+            )
+        value = options.pop("url")
+    parsed = _parse_url(key, value)
+    merged = {**common, **options}
+    if echo:
+        merged.setdefault("echo", True)
+    configured = dict(merged)
+    parsed, merged, idle = _apply_backend_defaults(
+        key, parsed, merged, instance_path, ping_idle_after
+    )
+    return EngineConfig(
+        name=name,
+        key=key,
+        url=parsed,
+        options=merged,
+        ping_idle_after=idle,
+        configured=configured,
+    )
+
+
 def _read_engines(
     config: t.Mapping[str, t.Any],
     common: dict[str, t.Any],
@@ -451,28 +523,12 @@ def _read_engines(
             f" 'SESSION_ORM_ENGINES') in the app's config before calling"
             f" 'init_app'.{hint}"
         )
-    engines = {}
-    for name, (key, value) in specs.items():
-        options: dict[str, t.Any] = {}
-        if isinstance(value, t.Mapping):
-            options = _check_options(key, value)
-            if "url" not in options:
-                raise ValueError(
-                    f"Config key {key!r} is a dict without a 'url' entry: give the"
-                    " engine's URL as {'url': ..., **create_engine options}."
-                )
-            value = options.pop("url")
-        parsed = _parse_url(key, value)
-        merged = {**common, **options}
-        if echo:
-            merged.setdefault("echo", True)
-        parsed, merged, idle = _apply_backend_defaults(
-            key, parsed, merged, instance_path, ping_idle_after
+    return {
+        name: _engine_config(
+            name, key, value, common, echo, ping_idle_after, instance_path
         )
-        engines[name] = EngineConfig(
-            name=name, key=key, url=parsed, options=merged, ping_idle_after=idle
-        )
-    return engines
+        for name, (key, value) in specs.items()
+    }
 
 
 def is_sqlite_memory(url: sa.URL) -> bool:
@@ -592,3 +648,94 @@ def _read_session_options(
                 f" sqlalchemy.orm.Session.{hint}"
             )
     return options
+
+
+def _read_replicas(
+    config: t.Mapping[str, t.Any],
+    engines: t.Mapping[str, EngineConfig],
+    echo: bool,
+    instance_path: str,
+) -> ReplicaConfig | None:
+    key = "SESSION_ORM_REPLICAS"
+    raw = config.get(key, DEFAULTS[key])
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, t.Mapping):
+        raise TypeError(
+            f"Config key {key!r} must be a dict of engine name to a list of replica"
+            f" URLs, got {_describe(raw)}."
+        )
+    replicas: dict[str, tuple[EngineConfig, ...]] = {}
+    for name, values in raw.items():
+        if name not in engines:
+            raise ValueError(
+                f"Config key {key!r} names the unknown engine {name!r}. The engines"
+                f" that exist are: {', '.join(sorted(engines))}."
+            )
+        if isinstance(values, (str, sa.URL, t.Mapping)):
+            values = [values]
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(
+                f"Config key '{key}[{name!r}]' must be a list of replica URLs, got"
+                f" {_describe(values)}."
+            )
+        primary = engines[name]
+        specs = []
+        for index, value in enumerate(values):
+            # A replica inherits its primary's options (pool size, connect_args,
+            # echo...); its own dict overrides them.
+            spec = _engine_config(
+                f"{name} (replica {index + 1})",
+                f"{key}[{name!r}][{index}]",
+                value,
+                primary.configured,
+                echo,
+                None,
+                instance_path,
+            )
+            if spec.url.get_backend_name() != "sqlite":
+                # A replica that went away must cost a fallback to the primary,
+                # not an error: check a pooled connection at every checkout,
+                # where a failure can still be turned into that fallback.
+                spec.options.setdefault("pool_pre_ping", True)
+            specs.append(spec)
+        if specs:
+            replicas[name] = tuple(specs)
+    if not replicas:
+        return None
+    key = "SESSION_ORM_REPLICA_METHODS"
+    methods = config.get(key, DEFAULTS[key])
+    if isinstance(methods, str) or not isinstance(
+        methods, (list, tuple, set, frozenset)
+    ):
+        raise TypeError(
+            f"Config key {key!r} must be a list of HTTP methods, got"
+            f" {_describe(methods)}."
+        )
+    for method in methods:
+        if not isinstance(method, str) or not method.isalpha():
+            raise ValueError(
+                f"Config key {key!r} must hold HTTP method names, got"
+                f" {_describe(method)}."
+            )
+    sticky = _get_seconds(config, "SESSION_ORM_REPLICA_STICKY_SECONDS")
+    check = _get_seconds(config, "SESSION_ORM_REPLICA_CHECK_SECONDS")
+    retry = _get_seconds(config, "SESSION_ORM_REPLICA_RETRY_SECONDS")
+    key = "SESSION_ORM_REPLICA_COOKIE"
+    cookie = config.get(key, DEFAULTS[key])
+    if not isinstance(cookie, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", cookie):
+        raise ValueError(
+            f"Config key {key!r} must be a cookie name (letters, digits, '_', '.',"
+            f" '-'), got {_describe(cookie)}."
+        )
+    return ReplicaConfig(
+        engines=replicas,
+        methods=frozenset(method.upper() for method in methods),
+        sticky_seconds=sticky,
+        max_lag_seconds=_get_optional_seconds(
+            config, "SESSION_ORM_REPLICA_MAX_LAG_SECONDS"
+        ),
+        check_seconds=check,
+        retry_seconds=retry,
+        cookie=cookie,
+    )

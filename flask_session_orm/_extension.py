@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 import typing as t
 
 import flask
@@ -15,6 +16,7 @@ from . import _keyset
 from . import _metadata
 from . import _pagination
 from . import _recording
+from . import _replicas
 from . import _retry
 from . import _scope
 from ._binds import DEFAULT
@@ -32,6 +34,7 @@ from ._session import add_on_commit
 from ._state import AppState
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+_V = t.TypeVar("_V")
 _O = t.TypeVar("_O")
 
 
@@ -98,6 +101,13 @@ class SessionORM:
         app.extensions[_scope.EXTENSION_KEY] = state
         _scope.install(app, self)
         _recording.install(state)
+        if state.replicas:
+            for replicas in state.replicas.values():
+                for replica in replicas.replicas:
+                    _recording.attach_engine(
+                        config.recording, replica.engine, replica.label
+                    )
+            _replicas.install(app)
         _cli.init_cli(app, self)
 
     # -- sessions and engines ----------------------------------------------------
@@ -188,6 +198,63 @@ class SessionORM:
                 f"No engine named {name!r}. The engines that exist are:"
                 f" {', '.join(sorted(engines))}."
             ) from None
+
+    @property
+    def replica_engines(self) -> t.Mapping[str, tuple[sa.Engine, ...]]:
+        """The current app's read replica engines, by the name of the engine
+        they replicate (``SESSION_ORM_REPLICAS``); empty without replicas.
+
+        .. versionadded:: 0.1.0
+        """
+        return types.MappingProxyType(
+            {
+                name: tuple(replica.engine for replica in replicas.replicas)
+                for name, replicas in _scope.app_state(self).replicas.items()
+            }
+        )
+
+    # -- read replicas ----------------------------------------------------------
+
+    def primary_only(self, target: _V) -> _V:
+        """Decorate a view (function or class), or mark a blueprint, so that
+        its requests read from the primary only, whatever their method.
+        Returns ``target`` itself, marked. See :doc:`replicas`.
+
+        .. versionadded:: 0.1.0
+        """
+        setattr(target, _replicas.READS_ATTRIBUTE, "primary")
+        return target
+
+    def replica_ok(self, target: _V) -> _V:
+        """Decorate a view (function or class), or mark a blueprint, so that
+        its requests may read from a replica until they write, whatever their
+        method (a ``POST`` that searches, say). Returns ``target`` itself,
+        marked. A mark on the view wins over one on its blueprint.
+        See :doc:`replicas`.
+
+        .. versionadded:: 0.1.0
+        """
+        setattr(target, _replicas.READS_ATTRIBUTE, "replica")
+        return target
+
+    def primary(self) -> t.ContextManager[None]:
+        """A context manager (or decorator): the reads inside it go to the
+        primary. In a request, the rest of the request then stays on the
+        primary too, since its transaction is there. See :doc:`replicas`.
+
+        .. versionadded:: 0.1.0
+        """
+        return _replicas.force("primary")
+
+    def replica(self) -> t.ContextManager[None]:
+        """A context manager (or decorator): the reads inside it may go to a
+        replica even where they would not (a ``POST`` request, a CLI command,
+        a job), as long as the request or transaction has not written or used
+        the primary. Writes still go to the primary. See :doc:`replicas`.
+
+        .. versionadded:: 0.1.0
+        """
+        return _replicas.force("replica")
 
     def create_all(self, target: t.Any = None) -> None:
         """Create the tables of ``target`` (a declarative base or a

@@ -112,7 +112,11 @@ class Session(orm.Session):
                 # order), each under two keys: the connection and its engine.
                 entries = getattr(transaction, "_connections", None)
                 if entries is not None and len(entries) > 2:
-                    self._commit_in_order([entry[0] for entry in entries.values()])
+                    # Only those the session commits (a replica's read-only
+                    # connection is joined without committing it).
+                    self._commit_in_order(
+                        [entry[0] for entry in entries.values() if entry[2]]
+                    )
         super().commit()
 
     def _commit_in_order(self, connections: list[sa.Connection]) -> None:
@@ -126,7 +130,12 @@ class Session(orm.Session):
         """
         seen: set[int] = set()
         for connection in connections:
-            if id(connection) in seen or connection.closed:
+            # A replica's read-only transaction may have been ended already.
+            if (
+                id(connection) in seen
+                or connection.closed
+                or not connection.in_transaction()
+            ):
                 continue
             seen.add(id(connection))
             # sqlite3 refuses COMMIT outside a transaction and says whether one

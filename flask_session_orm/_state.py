@@ -17,6 +17,9 @@ from ._config import Config
 from ._config import EngineConfig
 from ._config import hide_password
 from ._config import render_url
+from ._replicas import Replica
+from ._replicas import Replicas
+from ._replicas import ReplicaSession
 from ._session import Session
 
 if t.TYPE_CHECKING:
@@ -54,8 +57,19 @@ class AppState:
         }
         self.router = Router(self.engines, config.binds)
         self.isolation: Isolation | None = None
+        #: Engine name -> its read replicas; empty when none is configured.
+        self.replicas: dict[str, Replicas] = {}
+        session_class = Session
+        if config.replicas is not None:
+            session_class = ReplicaSession
+            for name, specs in config.replicas.engines.items():
+                self.replicas[name] = Replicas(
+                    name,
+                    self.engines[name],
+                    [Replica(_create_engine(spec), spec.name) for spec in specs],
+                )
         self.sessionmaker: orm.sessionmaker[Session] = orm.sessionmaker(
-            class_=Session, orm_state=self, **config.session_options
+            class_=session_class, orm_state=self, **config.session_options
         )
 
     @property

@@ -1481,3 +1481,75 @@ def test_snippets_show_their_imports(page: str) -> None:
         missing = (loaded - bound - earlier - set(dir(builtins))) & imported
         assert not missing, f"{page}: a snippet of {path} does not import {missing}"
         earlier |= bound
+
+
+# -- read replicas -------------------------------------------------------------
+
+
+@pytest.fixture
+def replicas_app(
+    examples: Examples, tmp_path: pathlib.Path
+) -> t.Iterator[tuple[types.ModuleType, flask.Flask]]:
+    """The replicas page's app on two SQLite files: the "replica" never
+    receives the primary's writes, so what it answers shows where reads go."""
+    module = examples.load("replicas")
+    primary = f"sqlite:///{tmp_path}/primary.db"
+    replica = f"sqlite:///{tmp_path}/replica.db"
+    engine = sa.create_engine(replica)
+    module.Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(module.Article),
+            [{"title": "only on the replica"}, {"title": "stale"}],
+        )
+    engine.dispose()
+    app = module.create_app(
+        {
+            "SESSION_ORM_DATABASE_URL": primary,
+            "SESSION_ORM_REPLICAS": {"default": [replica]},
+        }
+    )
+    with tables(app, module.db, module.Base):
+        yield module, app
+        with app.app_context():
+            for engine in module.db.replica_engines["default"]:
+                engine.dispose()
+
+
+def test_replicas_config() -> None:
+    """The page's configuration is accepted: two replicas, the second with its
+    own pool size."""
+    namespace: dict[str, t.Any] = {}
+    text = (EXAMPLES / "replicas.py").read_text()
+    match = re.search(r"^ *# \[config\]\n(.*?)^ *# \[end config\]$", text, re.M | re.S)
+    assert match is not None
+    code = textwrap.dedent(match.group(1))
+    app = flask.Flask("docs_replicas")
+    namespace["app"] = app
+    exec(compile(code, "replicas.py[config]", "exec"), namespace)
+    db = SessionORM(app)
+    with app.app_context():
+        first, second = db.replica_engines["default"]
+        assert second.pool.size() == 20  # type: ignore[attr-defined]
+        assert first.url.host == "replica1.db"
+
+
+def test_replicas_routing(replicas_app: tuple[types.ModuleType, flask.Flask]) -> None:
+    """GET reads the replica; the POST writes to the primary and its redirect
+    reads it back there; another client still reads the replica; marked views
+    and the blueprint read where the page says."""
+    _module, app = replicas_app
+    client = app.test_client()
+    assert client.get("/articles").json == ["only on the replica", "stale"]
+    response = client.post("/articles", data={"title": "new"}, follow_redirects=True)
+    assert response.text == "new"
+    assert client.get("/articles").json == ["new"]
+    other = app.test_client()
+    assert other.get("/articles").json == ["only on the replica", "stale"]
+    assert other.get("/articles/1/edit").text == "new"
+    assert other.post("/articles/search", data={"q": "only"}).json == [
+        "only on the replica"
+    ]
+    assert other.get("/admin/articles").json == {"total": 2}
+    result = app.test_cli_runner().invoke(args=["count-articles"])
+    assert result.output == "2 articles\n"
