@@ -123,6 +123,24 @@ class SessionORM:
             session = scope.open()
         return session
 
+    if not t.TYPE_CHECKING:
+        # Hidden from type checkers, so that a misspelt attribute of db is
+        # still an error there.
+
+        def __getattr__(self, name: str) -> t.Any:
+            """Session methods called on ``db`` itself go to :attr:`session`.
+
+            Libraries that accept "the db object or a session" and use any
+            object they do not recognize as a session (Flask-Admin 2's
+            ``ModelView(User, db)``) then work: ``db.query(...)`` and
+            ``db.add(...)`` are the current context's session's.
+            """
+            if not name.startswith("_") and hasattr(orm.Session, name):
+                return getattr(self.session, name)
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+
     @functools.cached_property
     def scoped_session(self) -> ScopedSession:
         """A :class:`~sqlalchemy.orm.scoped_session` that always means the

@@ -189,28 +189,52 @@ def test_admin_failed_commit_is_flashed(load: t.Callable[..., Members]) -> None:
 
 
 def test_admin_with_db_object_fails_at_setup() -> None:
-    """ModelView(Item, db) fails when the view is made outside an app context,
-    not in a request: Flask-Admin 2 uses an object it does not know as a session."""
+    """ModelView(Item, db) made outside an app context fails at once, with the
+    error that points to db.scoped_session, not in a request."""
     from flask_admin.contrib.sqla import ModelView
 
-    with pytest.raises(RuntimeError, match="outside of application context"):
+    with pytest.raises(RuntimeError, match="outside of application context.*scoped"):
         ModelView(Item, SessionORM())
 
 
 def test_admin_with_db_object_made_in_context(tmp_path: pathlib.Path) -> None:
-    """ModelView(Item, db) made inside an app context fails at its first
-    request, for the same reason."""
+    """ModelView(Item, db) made inside an app context works: Flask-Admin calls
+    the session methods on db, which are the current request's session's."""
     from flask_admin import Admin
     from flask_admin.contrib.sqla import ModelView
 
     app = flask.Flask("direct", instance_path=str(tmp_path))
-    app.config.update(TESTING=True, SESSION_ORM_DATABASE_URL="sqlite://")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="test",
+        SESSION_ORM_DATABASE_URL=f"sqlite:///{tmp_path}/direct.db",
+    )
     db = SessionORM(app)
     with app.app_context():
+        db.create_all(Item.metadata)
         view = ModelView(Item, db)
     Admin(app).add_view(view)
-    with pytest.raises(AttributeError, match="'SessionORM' object has no attr"):
-        app.test_client().get("/admin/item/")
+    client = app.test_client()
+    assert client.post("/admin/item/new/", data={"name": "lamp"}).status_code == 302
+    assert b"lamp" in client.get("/admin/item/").data
+    with app.app_context():
+        assert db.session.scalars(sa.select(Item.name)).all() == ["lamp"]
+        db.engine.dispose()
+
+
+def test_db_delegates_session_methods_only(tmp_path: pathlib.Path) -> None:
+    """db.add() and friends are the current session's; other names and private
+    ones are a plain AttributeError."""
+    app = flask.Flask("delegate", instance_path=str(tmp_path))
+    app.config["SESSION_ORM_DATABASE_URL"] = "sqlite://"
+    db = SessionORM(app)
+    with app.app_context():
+        assert db.add == db.session.add
+        with pytest.raises(AttributeError, match="no attribute 'sesion'"):
+            _ = db.sesion  # type: ignore[attr-defined]
+        with pytest.raises(AttributeError, match="no attribute '_flush'"):
+            _ = db._flush  # type: ignore[attr-defined]
+        db.engine.dispose()
 
 
 @wtforms_tuples
