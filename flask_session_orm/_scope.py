@@ -121,7 +121,7 @@ def _no_context() -> RuntimeError:
     )
 
 
-def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
+def app_state(db: object, app: flask.Flask | None = None) -> AppState:
     """The state ``db`` keeps for ``app`` (default: the current app)."""
     if app is None:
         app_ctx = _cv_app.get(None)
@@ -140,7 +140,7 @@ def app_state(db: SessionORM, app: flask.Flask | None = None) -> AppState:
     return state
 
 
-def get(db: SessionORM) -> Scope:
+def get(db: object) -> Scope:
     """The current scope of ``db``, created if needed."""
     app_ctx = _cv_app.get(None)
     if app_ctx is None:
