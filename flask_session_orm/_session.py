@@ -32,6 +32,21 @@ _READ_ONLY_SQL = re.compile(r"\s*(SELECT|SHOW|EXPLAIN|PRAGMA|VALUES)\b", re.IGNO
 
 Bind: t.TypeAlias = "sa.Engine | sa.Connection"
 
+_LOCKING_SQL = re.compile(
+    r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.IGNORECASE
+)
+
+
+def may_write(clause: t.Any) -> bool:
+    """Whether a statement may write or lock rows (read replicas route it to the
+    primary)."""
+    if clause.is_dml or getattr(clause, "is_ddl", False):
+        return True
+    if isinstance(clause, sa.TextClause):
+        text = clause.text
+        return not _READ_ONLY_SQL.match(text) or bool(_LOCKING_SQL.search(text))
+    return getattr(clause, "_for_update_arg", None) is not None
+
 
 class Session(orm.Session):
     """The :class:`sqlalchemy.orm.Session` used by :class:`.SessionORM`.

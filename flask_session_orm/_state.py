@@ -17,8 +17,8 @@ from ._config import Config
 from ._config import EngineConfig
 from ._config import hide_password
 from ._config import render_url
-from ._replicas import Replica
-from ._replicas import Replicas
+from ._replica_health import Replica
+from ._replica_health import Replicas
 from ._replicas import ReplicaSession
 from ._session import Session
 
